@@ -1,0 +1,46 @@
+# litemaas-cache-operator developer loop. `make demo` runs the main job, `make test` runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv services test lint typecheck pytest demo cluster-up cluster-down bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+services:
+	bash scripts/services.sh up
+
+lint: venv
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff format --check operator tests bench
+
+typecheck: venv
+	$(BIN)/mypy
+
+pytest: venv services
+	eval "$$(bash scripts/services.sh env)" && $(BIN)/pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+demo: venv services
+	eval "$$(bash scripts/services.sh env)" && PATH=$(CURDIR)/$(BIN):$$PATH bash scripts/demo.sh
+
+cluster-up:
+	bash scripts/cluster.sh up
+
+cluster-down:
+	bash scripts/cluster.sh down
+
+bench: venv services
+	eval "$$(bash scripts/services.sh env)" && $(BIN)/python -m bench.run $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

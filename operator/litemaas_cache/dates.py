@@ -1,0 +1,98 @@
+"""UTC calendar helpers: today, date ranges, the previous period and the warm-range presets."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from .errors import InvalidRequest
+
+UTC = dt.UTC
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(UTC)
+
+
+def utc_today() -> dt.date:
+    return utc_now().date()
+
+
+def parse_date(value: str, field: str) -> dt.date:
+    """Parse an ISO date (YYYY-MM-DD); the error names the field."""
+    try:
+        return dt.date.fromisoformat(value.strip())
+    except (ValueError, AttributeError):
+        raise InvalidRequest(field, f"{value!r} is not an ISO date (YYYY-MM-DD)") from None
+
+
+@dataclass(frozen=True, order=True)
+class DateRange:
+    """An inclusive range of UTC days."""
+
+    start: dt.date
+    end: dt.date
+
+    def __post_init__(self) -> None:
+        if self.start > self.end:
+            raise InvalidRequest("startDate", f"start {self.start} is after end {self.end}")
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days + 1
+
+    def __iter__(self) -> Iterator[dt.date]:
+        for offset in range(self.days):
+            yield self.start + dt.timedelta(days=offset)
+
+    def previous(self) -> DateRange:
+        """The period of equal length that ends the day before this one starts."""
+        end = self.start - dt.timedelta(days=1)
+        return DateRange(end - dt.timedelta(days=self.days - 1), end)
+
+    def overlaps(self, other: DateRange) -> bool:
+        return self.start <= other.end and other.start <= self.end
+
+    def __str__(self) -> str:
+        return f"{self.start.isoformat()}..{self.end.isoformat()}"
+
+
+def _month_start(day: dt.date) -> dt.date:
+    return day.replace(day=1)
+
+
+def _previous_month(today: dt.date) -> DateRange:
+    last = _month_start(today) - dt.timedelta(days=1)
+    return DateRange(_month_start(last), last)
+
+
+def _last_days(n: int) -> Callable[[dt.date], DateRange]:
+    return lambda today: DateRange(today - dt.timedelta(days=n - 1), today)
+
+
+PRESETS: dict[str, Callable[[dt.date], DateRange]] = {
+    "today": lambda today: DateRange(today, today),
+    "yesterday": lambda today: DateRange(today - dt.timedelta(days=1), today - dt.timedelta(days=1)),
+    "last-7-days": _last_days(7),
+    "last-30-days": _last_days(30),
+    "last-90-days": _last_days(90),
+    "month-to-date": lambda today: DateRange(_month_start(today), today),
+    "previous-month": _previous_month,
+}
+
+
+def resolve_range(spec: str, today: dt.date | None = None, field: str = "range") -> DateRange:
+    """Resolve a preset name or an explicit 'START..END' to a DateRange (UTC)."""
+    today = today or utc_today()
+    spec = spec.strip()
+    if spec in PRESETS:
+        return PRESETS[spec](today)
+    if ".." in spec:
+        start, _, end = spec.partition("..")
+        try:
+            return DateRange(parse_date(start, field), parse_date(end, field))
+        except InvalidRequest as exc:
+            raise InvalidRequest(field, exc.message) from None
+    choices = ", ".join(PRESETS)
+    raise InvalidRequest(field, f"{spec!r} is neither a preset ({choices}) nor START..END")

@@ -1,0 +1,104 @@
+"""The analytics request: a date range plus filters, validated and normalised into a stable cache identity."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from typing import Annotated
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+from .dates import DateRange
+from .errors import InvalidRequest
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:@/+=-]{1,256}$")
+FILTER_FIELDS = ("user_ids", "model_ids", "provider_ids", "api_key_ids")
+
+IdList = Annotated[list[str], Field(default_factory=list)]
+
+
+class UsageFilters(BaseModel):
+    """Dimension filters; each list is sorted and de-duplicated so equal filters compare equal."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid")
+
+    user_ids: IdList
+    model_ids: IdList
+    provider_ids: IdList
+    api_key_ids: IdList
+
+    @field_validator(*FILTER_FIELDS, mode="after")
+    @classmethod
+    def _normalise(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not ID_PATTERN.match(value):
+                raise ValueError(f"{value[:80]!r} is not a valid id (1-256 of A-Z a-z 0-9 _ . : @ / + = -)")
+        return sorted(set(values))
+
+    def is_empty(self) -> bool:
+        return not (self.user_ids or self.model_ids or self.provider_ids or self.api_key_ids)
+
+    def fingerprint(self) -> str:
+        """A short stable hash of the normalised filters (part of cache keys)."""
+        payload = orjson.dumps(self.model_dump(by_alias=True), option=orjson.OPT_SORT_KEYS)
+        return hashlib.blake2b(payload, digest_size=10).hexdigest()
+
+
+class AnalyticsQuery(BaseModel):
+    """startDate/endDate (ISO, inclusive, UTC) plus filters."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid")
+
+    start_date: dt.date
+    end_date: dt.date
+    filters: UsageFilters = Field(default_factory=UsageFilters)
+
+    @property
+    def range(self) -> DateRange:
+        return DateRange(self.start_date, self.end_date)
+
+
+def build_query(
+    start: str | dt.date,
+    end: str | dt.date,
+    *,
+    user_ids: list[str] | None = None,
+    model_ids: list[str] | None = None,
+    provider_ids: list[str] | None = None,
+    api_key_ids: list[str] | None = None,
+    max_days: int,
+    max_ids: int,
+) -> AnalyticsQuery:
+    """Validate a request; every problem raises InvalidRequest naming the field."""
+    lists = {
+        "userIds": user_ids or [],
+        "modelIds": model_ids or [],
+        "providerIds": provider_ids or [],
+        "apiKeyIds": api_key_ids or [],
+    }
+    for name, values in lists.items():
+        if len(values) > max_ids:
+            raise InvalidRequest(name, f"{len(values)} ids given, at most {max_ids} allowed")
+    try:
+        query = AnalyticsQuery.model_validate(
+            {"startDate": start, "endDate": end, "filters": lists},
+        )
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][-1]) if err["loc"] else "request"
+        if len(err["loc"]) >= 3 and err["loc"][0] == "filters":
+            field = f"{err['loc'][1]}[{err['loc'][2]}]"
+        raise InvalidRequest(field, _plain(err["msg"])) from None
+    if query.start_date > query.end_date:
+        raise InvalidRequest("startDate", f"start {query.start_date} is after end {query.end_date}")
+    days = query.range.days
+    if days > max_days:
+        raise InvalidRequest("endDate", f"range of {days} days exceeds the maximum of {max_days}")
+    return query
+
+
+def _plain(message: str) -> str:
+    return message.removeprefix("Value error, ")

@@ -1,0 +1,63 @@
+"""Every Redis key this project uses is built here, and only here.
+
+No multi-key command ever spans two keys of different hash slots: the version hash and the stats hash are
+single keys; day and result keys are read with per-key commands (pipelined, which a cluster client splits
+per node).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Literal
+
+from ..dates import DateRange
+
+ResultKind = Literal["analytics", "by-user", "by-model", "by-provider"]
+RESULT_KINDS: tuple[ResultKind, ...] = ("analytics", "by-user", "by-model", "by-provider")
+
+
+@dataclass(frozen=True)
+class KeySpace:
+    prefix: str
+
+    @property
+    def versions(self) -> str:
+        """Hash day -> version: mirrors PostgreSQL's daily_usage.version; never expires."""
+        return f"{self.prefix}day-versions"
+
+    @property
+    def stats(self) -> str:
+        """Hash of hit/miss counters shared by every instance."""
+        return f"{self.prefix}stats"
+
+    def day(self, day: dt.date) -> str:
+        return f"{self.prefix}day:{day.isoformat()}"
+
+    def result(self, kind: ResultKind, days: DateRange, fingerprint: str) -> str:
+        return f"{self.prefix}res:{kind}:{days.start.isoformat()}:{days.end.isoformat()}:{fingerprint}"
+
+    def lock(self, key: str) -> str:
+        return f"{self.prefix}lock:{key.removeprefix(self.prefix)}"
+
+    @property
+    def result_pattern(self) -> str:
+        return f"{_glob_escape(self.prefix)}res:*"
+
+    @property
+    def all_pattern(self) -> str:
+        return f"{_glob_escape(self.prefix)}*"
+
+    def result_range(self, key: str) -> DateRange | None:
+        """The date range a result key covers, or None for a key that is not a well-formed result key."""
+        parts = key.removeprefix(self.prefix).split(":")
+        if len(parts) != 5 or parts[0] != "res":
+            return None
+        try:
+            return DateRange(dt.date.fromisoformat(parts[2]), dt.date.fromisoformat(parts[3]))
+        except ValueError:
+            return None
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)

@@ -1,0 +1,338 @@
+"""A fail-soft Redis store: every call has a timeout, goes through the circuit breaker, and on any Redis
+failure returns a neutral answer (a miss, False) instead of raising.
+
+Correctness rests on per-day versions. PostgreSQL's daily_usage.version is the truth; the hash
+`<prefix>day-versions` mirrors it and is only ever raised (a Lua max-merge). Every day entry and every
+result entry carries the versions it was computed from, and a read accepts an entry only when they equal
+the mirror's current versions. An invalidation raises the mirror first, so any entry computed before it,
+even one written after it (the set-after-delete race), can never be read again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import secrets
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, cast
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisError
+
+from ..aggregates import DayUsage
+from ..dates import DateRange
+from .breaker import BreakerState, CircuitBreaker
+from .codec import Codec, CorruptValue
+from .keys import KeySpace
+
+log = logging.getLogger(__name__)
+
+RedisClient = Redis | RedisCluster
+VersionSource = Callable[[], Awaitable[dict[dt.date, int]]]
+
+_MAX_MERGE_LUA = """
+local raised = 0
+for i = 1, #ARGV, 2 do
+  local current = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0')
+  if tonumber(ARGV[i + 1]) > current then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+    raised = raised + 1
+  end
+end
+return raised
+"""
+
+_RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+_FAILURES = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
+STATS_FLUSH_SECONDS = 1.0
+
+
+class RedisStore:
+    """Day entries, result entries, the version mirror, locks and shared counters in Redis."""
+
+    def __init__(
+        self,
+        url: str,
+        keys: KeySpace,
+        codec: Codec,
+        version_source: VersionSource,
+        *,
+        cluster: bool = False,
+        timeout: float = 0.5,
+        breaker_failures: int = 3,
+        breaker_reset_seconds: float = 2.0,
+    ) -> None:
+        self.keys = keys
+        self.codec = codec
+        self.cluster = cluster
+        self.timeout = timeout
+        self._url = url
+        self._version_source = version_source
+        self._client: RedisClient | None = None
+        self._synced = False
+        self._pending_stats: Counter[str] = Counter()
+        self._last_flush = time.monotonic()
+        self.breaker = CircuitBreaker(
+            self._ping,
+            self._resync_versions,
+            failure_threshold=breaker_failures,
+            reset_seconds=breaker_reset_seconds,
+        )
+
+    # -- connection ------------------------------------------------------------------------------------
+    def _connect(self) -> RedisClient:
+        if self._client is None:
+            common: dict[str, Any] = {
+                "socket_timeout": self.timeout,
+                "socket_connect_timeout": self.timeout,
+                "health_check_interval": 30,
+            }
+            if self.cluster:
+                self._client = RedisCluster.from_url(self._url, **common)
+            else:
+                self._client = Redis.from_url(self._url, retry_on_timeout=False, **common)
+        return self._client
+
+    async def _ping(self) -> None:
+        async with asyncio.timeout(self.timeout * 2):
+            await self._connect().ping()
+
+    async def close(self) -> None:
+        await self.flush_stats()
+        await self.breaker.close()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    @property
+    def available(self) -> bool:
+        return self.breaker.state is BreakerState.CLOSED
+
+    async def _call(self, operation: str, fn: Callable[[RedisClient], Awaitable[Any]], default: Any) -> Any:
+        """Run one Redis operation under the breaker and a timeout; any Redis failure yields `default`."""
+        if not self.breaker.allows:
+            return default
+        try:
+            client = self._connect()
+            async with asyncio.timeout(self.timeout * 4):
+                if not self._synced:
+                    await self._resync_versions(client)
+                result = await fn(client)
+        except _FAILURES as exc:
+            self.breaker.record_failure(f"{operation}: {type(exc).__name__}")
+            log.warning("redis %s failed (%s); falling back", operation, type(exc).__name__)
+            if isinstance(exc, OSError | TimeoutError | asyncio.TimeoutError):
+                self._synced = False
+            return default
+        self.breaker.record_success()
+        return result
+
+    async def _resync_versions(self, client: RedisClient | None = None) -> None:
+        """Raise the mirror to PostgreSQL's versions (on first contact and after every outage)."""
+        versions = await self._version_source()
+        await self._merge_versions(client or self._connect(), versions)
+        self._synced = True
+
+    async def _merge_versions(self, client: RedisClient, versions: dict[dt.date, int]) -> int:
+        """Raise mirror entries to `versions` (never lowers one); returns how many were raised."""
+        if not versions:
+            return 0
+        args: list[str | int] = []
+        for day, version in versions.items():
+            args += [day.isoformat(), version]
+        return int(await client.eval(_MAX_MERGE_LUA, 1, self.keys.versions, *args))
+
+    # -- versions ----------------------------------------------------------------------------------------
+    async def raise_versions(self, versions: dict[dt.date, int]) -> bool:
+        """Raise the mirror (after an invalidation or a rewrite); False when Redis could not be reached."""
+        return await self._call("raise-versions", lambda c: self._merge_versions(c, versions), None) is not None
+
+    # -- day entries -------------------------------------------------------------------------------------
+    async def get_days(self, days: Sequence[dt.date]) -> dict[dt.date, DayUsage]:
+        """The days whose Redis entry is present, decodable and at the mirror's current version."""
+
+        async def read(client: RedisClient) -> dict[dt.date, DayUsage]:
+            pipe = client.pipeline(transaction=False)
+            for day in days:
+                pipe.get(self.keys.day(day))
+            pipe.hmget(self.keys.versions, [d.isoformat() for d in days])
+            *values, mirror = await pipe.execute()
+            found: dict[dt.date, DayUsage] = {}
+            for day, data, version in zip(days, values, mirror, strict=True):
+                usage = self._decode_day(day, data)
+                if usage is not None and usage.version == int(version or 0):
+                    found[day] = usage
+            return found
+
+        if not days:
+            return {}
+        return cast(dict[dt.date, DayUsage], await self._call("get-days", read, {}))
+
+    def _decode_day(self, day: dt.date, data: bytes | None) -> DayUsage | None:
+        if data is None:
+            return None
+        try:
+            usage = DayUsage.from_payload(self.codec.decode(data))
+        except (CorruptValue, ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring unreadable redis entry %s: %s", self.keys.day(day), exc)
+            return None
+        return usage if usage.day == day else None
+
+    async def put_days(self, days: Iterable[DayUsage], ttl: Callable[[DayUsage], int]) -> int:
+        """Store day entries (raising the mirror to their versions first); returns how many were written."""
+        entries = list(days)
+
+        async def write(client: RedisClient) -> int:
+            await self._merge_versions(client, {d.day: d.version for d in entries})
+            pipe = client.pipeline(transaction=False)
+            for usage in entries:
+                pipe.set(self.keys.day(usage.day), self.codec.encode(usage.to_payload()), ex=ttl(usage))
+            await pipe.execute()
+            return len(entries)
+
+        if not entries:
+            return 0
+        return cast(int, await self._call("put-days", write, 0))
+
+    # -- result entries ----------------------------------------------------------------------------------
+    async def get_result(self, key: str, days: Sequence[dt.date]) -> Any | None:
+        """A cached result whose version vector equals the mirror's current versions of `days`."""
+
+        async def read(client: RedisClient) -> Any | None:
+            pipe = client.pipeline(transaction=False)
+            pipe.get(key)
+            pipe.hmget(self.keys.versions, [d.isoformat() for d in days])
+            data, mirror = await pipe.execute()
+            if data is None:
+                return None
+            try:
+                entry = self.codec.decode(data)
+                vector, value = entry["v"], entry["r"]
+            except (CorruptValue, KeyError, TypeError) as exc:
+                log.warning("ignoring unreadable redis entry %s: %s", key, exc)
+                return None
+            current = [int(v) if v is not None else 0 for v in mirror]
+            return value if vector == current else None
+
+        return await self._call("get-result", read, None)
+
+    async def put_result(self, key: str, versions: dict[dt.date, int], value: Any, ttl: int) -> bool:
+        """Store a result computed from days at `versions` (ordered by day)."""
+
+        async def write(client: RedisClient) -> bool:
+            await self._merge_versions(client, versions)
+            vector = [versions[d] for d in sorted(versions)]
+            await client.set(key, self.codec.encode({"v": vector, "r": value}), ex=ttl)
+            return True
+
+        return cast(bool, await self._call("put-result", write, False))
+
+    # -- invalidation ------------------------------------------------------------------------------------
+    async def purge(self, days: DateRange) -> int | None:
+        """Delete the range's day entries and every result entry overlapping it; None when unreachable."""
+
+        async def delete(client: RedisClient) -> int:
+            doomed = [self.keys.day(d) for d in days]
+            async for raw in self._scan(client, self.keys.result_pattern):
+                key = raw.decode() if isinstance(raw, bytes) else raw
+                covered = self.keys.result_range(key)
+                if covered is not None and covered.overlaps(days):
+                    doomed.append(key)
+            pipe = client.pipeline(transaction=False)
+            for key in doomed:
+                pipe.unlink(key)
+            return sum(int(n) for n in await pipe.execute())
+
+        return cast(int | None, await self._call("purge", delete, None))
+
+    def _scan(self, client: RedisClient, pattern: str) -> Any:
+        if isinstance(client, RedisCluster):
+            return client.scan_iter(match=pattern, count=1000, target_nodes=RedisCluster.PRIMARIES)
+        return client.scan_iter(match=pattern, count=1000)
+
+    # -- stampede lock -----------------------------------------------------------------------------------
+    async def try_lock(self, key: str, seconds: float) -> str | None:
+        """A short-lease lock on a result key; returns the owner token, or None if someone else holds it."""
+        token = secrets.token_hex(8)
+
+        async def acquire(client: RedisClient) -> str | None:
+            got = await client.set(self.keys.lock(key), token, nx=True, px=int(seconds * 1000))
+            return token if got else None
+
+        return cast(str | None, await self._call("lock", acquire, None))
+
+    async def unlock(self, key: str, token: str) -> None:
+        await self._call(
+            "unlock",
+            lambda c: c.eval(_RELEASE_LUA, 1, self.keys.lock(key), token),
+            None,
+        )
+
+    # -- statistics --------------------------------------------------------------------------------------
+    def count(self, counter: str, amount: int = 1) -> None:
+        """Add to a shared counter (buffered; flushed at most every second)."""
+        self._pending_stats[counter] += amount
+
+    async def maybe_flush_stats(self) -> None:
+        if self._pending_stats and time.monotonic() - self._last_flush >= STATS_FLUSH_SECONDS:
+            await self.flush_stats()
+
+    async def flush_stats(self) -> None:
+        if not self._pending_stats:
+            return
+        pending, self._pending_stats = self._pending_stats, Counter()
+        self._last_flush = time.monotonic()
+
+        async def flush(client: RedisClient) -> bool:
+            pipe = client.pipeline(transaction=False)
+            for name, amount in pending.items():
+                pipe.hincrby(self.keys.stats, name, amount)
+            await pipe.execute()
+            return True
+
+        if not await self._call("stats", flush, False):
+            self._pending_stats.update(pending)
+
+    async def read_stats(self) -> dict[str, int] | None:
+        await self.flush_stats()
+
+        async def read(client: RedisClient) -> dict[str, int]:
+            raw = await client.hgetall(self.keys.stats)
+            return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
+
+        return cast(dict[str, int] | None, await self._call("stats", read, None))
+
+    async def server_info(self) -> dict[str, Any] | None:
+        """Key count under the prefix and memory used (summed over primaries on a cluster)."""
+
+        async def info(client: RedisClient) -> dict[str, Any]:
+            keys = 0
+            async for _ in self._scan(client, self.keys.all_pattern):
+                keys += 1
+            if isinstance(client, RedisCluster):
+                per_node = await client.info("memory", target_nodes=RedisCluster.PRIMARIES)
+                memory = sum(int(v["used_memory"]) for v in per_node.values())
+            else:
+                memory = int((await client.info("memory"))["used_memory"])
+            return {"keyCount": keys, "memoryUsedBytes": memory}
+
+        return cast(dict[str, Any] | None, await self._call("info", info, None))
+
+    async def delete_all(self) -> int:
+        """Remove every key under the prefix (tests and `stats --reset` only)."""
+
+        async def delete(client: RedisClient) -> int:
+            removed = 0
+            async for key in self._scan(client, self.keys.all_pattern):
+                removed += int(await client.unlink(key))
+            return removed
+
+        return cast(int, await self._call("delete-all", delete, 0))

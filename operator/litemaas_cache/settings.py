@@ -1,0 +1,110 @@
+"""Typed settings, read once from the environment with pydantic-settings."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Annotated
+from urllib.parse import quote
+
+from pydantic import AliasChoices, Field, PositiveInt, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigurationError
+
+PositiveSeconds = Annotated[int, Field(gt=0)]
+
+
+class Settings(BaseSettings):
+    """Every setting of the cache, the API and the operator, one field per environment variable."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    database_url: SecretStr = Field(
+        validation_alias="DATABASE_URL",
+        description="PostgreSQL holding the daily cache and LiteMaaS's users / api_keys tables.",
+    )
+    litellm_database_url: SecretStr | None = Field(
+        default=None,
+        validation_alias="LITELLM_DATABASE_URL",
+        description='PostgreSQL holding LiteLLM\'s "LiteLLM_DailyUserSpend"; defaults to DATABASE_URL.',
+    )
+    db_pool_max_size: PositiveInt = Field(default=10, validation_alias="DB_POOL_MAX_SIZE")
+
+    redis_enabled: bool = Field(default=True, validation_alias="REDIS_ENABLED")
+    redis_url: SecretStr | None = Field(
+        default=None,
+        validation_alias="REDIS_URL",
+        description="redis://, rediss:// (TLS) URL; overrides REDIS_HOST/PORT/PASSWORD/DB.",
+    )
+    redis_host: str = Field(default="127.0.0.1", validation_alias="REDIS_HOST")
+    redis_port: int = Field(default=6379, ge=1, le=65535, validation_alias="REDIS_PORT")
+    redis_password: SecretStr | None = Field(default=None, validation_alias="REDIS_PASSWORD")
+    redis_db: int = Field(default=0, ge=0, validation_alias="REDIS_DB")
+    redis_cluster: bool = Field(
+        default=False, validation_alias="REDIS_CLUSTER", description="Connect to a Redis Cluster."
+    )
+    redis_key_prefix: str = Field(default="litemaas:", min_length=1, max_length=64, validation_alias="REDIS_KEY_PREFIX")
+    redis_socket_timeout: float = Field(default=0.5, gt=0, validation_alias="REDIS_SOCKET_TIMEOUT")
+    redis_breaker_failures: PositiveInt = Field(default=3, validation_alias="REDIS_BREAKER_FAILURES")
+    redis_breaker_reset_seconds: float = Field(default=2.0, gt=0, validation_alias="REDIS_BREAKER_RESET_SECONDS")
+    redis_compress_threshold: int = Field(default=1024, ge=0, validation_alias="REDIS_COMPRESS_THRESHOLD")
+
+    ttl_historical_day: PositiveSeconds = Field(default=30 * 86400, validation_alias="CACHE_TTL_HISTORICAL_DAY")
+    ttl_current_day: PositiveSeconds = Field(default=5 * 60, validation_alias="CACHE_TTL_CURRENT_DAY")
+    ttl_analytics: PositiveSeconds = Field(default=10 * 60, validation_alias="CACHE_TTL_ANALYTICS")
+    ttl_breakdown: PositiveSeconds = Field(default=15 * 60, validation_alias="CACHE_TTL_BREAKDOWN")
+    yesterday_grace_seconds: int = Field(
+        default=2 * 3600,
+        ge=0,
+        validation_alias="CACHE_YESTERDAY_GRACE_SECONDS",
+        description="After UTC midnight, yesterday is still refreshed like today for this long.",
+    )
+    stampede_lock_seconds: float = Field(default=30.0, gt=0, validation_alias="CACHE_LOCK_SECONDS")
+    stampede_wait_seconds: float = Field(default=10.0, ge=0, validation_alias="CACHE_LOCK_WAIT_SECONDS")
+
+    max_range_days: PositiveInt = Field(default=90, validation_alias=AliasChoices("ANALYTICS_MAX_RANGE_DAYS"))
+    max_filter_ids: PositiveInt = Field(default=1000, validation_alias="ANALYTICS_MAX_FILTER_IDS")
+
+    api_token: SecretStr | None = Field(
+        default=None, validation_alias="API_TOKEN", description="Bearer token the HTTP API requires."
+    )
+
+    @model_validator(mode="after")
+    def _litellm_defaults_to_database(self) -> Settings:
+        if self.litellm_database_url is None:
+            self.litellm_database_url = self.database_url
+        return self
+
+    @cached_property
+    def redis_dsn(self) -> str:
+        """The Redis URL, built from the host/port/password/db settings when REDIS_URL is not set."""
+        if self.redis_url is not None:
+            return self.redis_url.get_secret_value()
+        auth = ""
+        if self.redis_password is not None:
+            auth = ":" + quote(self.redis_password.get_secret_value(), safe="") + "@"
+        return f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
+
+    @property
+    def litellm_dsn(self) -> str:
+        assert self.litellm_database_url is not None
+        return self.litellm_database_url.get_secret_value()
+
+    @property
+    def database_dsn(self) -> str:
+        return self.database_url.get_secret_value()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment; a missing or invalid one raises ConfigurationError naming it."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]) or "settings"
+            field = Settings.model_fields.get(name)
+            if field is not None and isinstance(field.validation_alias, str):
+                name = field.validation_alias
+            problems.append(f"{name}: {err['msg']}")
+        raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from None
