@@ -96,6 +96,7 @@ helm=${helm_version}
 go=${go_version}
 inputs=${inputs_hash}
 EOF
+chmod 755 "$tmp_dir"
 touch "$tmp_dir/.complete"
 
 rm -rf "$bin_dir"
