@@ -1,0 +1,304 @@
+"""The `litemaas-cache` command line: migrate, seed, analytics, warm, invalidate, stats, api, operator."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Annotated, Any, TypeVar
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .analytics import DIMENSIONS, Dimension, Page
+from .dates import resolve_range
+from .db import Database
+from .errors import CacheError, InvalidRequest
+from .filters import UsageFilters, build_query
+from .manager import CacheManager, InvalidationTier
+from .schema import migrate as run_migrations
+from .settings import Settings, load_settings
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Two-tier (Redis + PostgreSQL) cache for LiteMaaS / LiteLLM admin usage analytics.",
+)
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+EXIT_BAD_INPUT = 2
+EXIT_BACKEND = 1
+
+
+def _run(coro: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
+    """Load settings and run `coro`; every expected failure becomes one line on stderr and an exit code."""
+    try:
+        settings = load_settings()
+        return asyncio.run(coro(settings))
+    except InvalidRequest as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except CacheError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(EXIT_BACKEND) from None
+
+
+def _dimension(value: str) -> Dimension:
+    if value not in DIMENSIONS:
+        raise InvalidRequest("--by", f"{value!r} is not one of {', '.join(DIMENSIONS)}")
+    return value  # type: ignore[return-value]
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+@app.callback()
+def _configure(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the daily-cache schema (idempotent, safe to run concurrently)."""
+
+    async def go(settings: Settings) -> None:
+        async with Database(settings.database_dsn, settings.litellm_dsn) as db:
+            applied = await run_migrations(db)
+        out.print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+
+    _run(go)
+
+
+@app.command()
+def seed(
+    days: Annotated[int, typer.Option(min=1, max=3660, help="Days of usage, ending today (UTC).")] = 30,
+    users: Annotated[int, typer.Option(min=1, max=100_000)] = 50,
+    models: Annotated[int, typer.Option(min=1, max=200)] = 5,
+    seed_value: Annotated[int, typer.Option("--seed", help="Random seed: same seed, same data.")] = 1,
+) -> None:
+    """Create LiteLLM's and LiteMaaS's tables when missing and fill them with synthetic usage."""
+    from .seed import create_source_tables
+    from .seed import seed as run_seed
+
+    async def go(settings: Settings) -> None:
+        async with Database(settings.database_dsn, settings.litellm_dsn) as db:
+            await create_source_tables(db)
+            report = await run_seed(db, days=days, users=users, models=models, seed_value=seed_value)
+        out.print(
+            f"seeded {report.start}..{report.end}: {report.users} users, {report.api_keys} keys "
+            f"(+{report.unmapped_keys} unmapped), {report.rows_generated} rows generated, "
+            f"{report.rows_inserted} new"
+        )
+
+    _run(go)
+
+
+def _manager_call(fn: Callable[[CacheManager], Awaitable[T]]) -> T:
+    async def go(settings: Settings) -> T:
+        async with CacheManager.open(settings) as manager:
+            return await fn(manager)
+
+    return _run(go)
+
+
+@app.command()
+def analytics(
+    start: Annotated[str, typer.Option("--start", help="First day, YYYY-MM-DD (UTC).")],
+    end: Annotated[str, typer.Option("--end", help="Last day, YYYY-MM-DD (UTC), inclusive.")],
+    user: Annotated[list[str] | None, typer.Option("--user", help="Filter: LiteMaaS user id.")] = None,
+    model: Annotated[list[str] | None, typer.Option("--model", help="Filter: model name.")] = None,
+    provider: Annotated[list[str] | None, typer.Option("--provider", help="Filter: provider.")] = None,
+    api_key: Annotated[list[str] | None, typer.Option("--api-key", help="Filter: key alias or hash.")] = None,
+    by: Annotated[str | None, typer.Option("--by", help="Breakdown by user, model or provider.")] = None,
+    page: Annotated[int, typer.Option(help="Breakdown page (1-based).")] = 1,
+    page_size: Annotated[int, typer.Option(help="Breakdown page size.")] = 50,
+    sort_by: Annotated[str, typer.Option(help="Breakdown sort field.")] = "requests",
+    ascending: Annotated[bool, typer.Option("--asc", help="Sort the breakdown ascending.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON document; the tier goes to stderr.")] = False,
+) -> None:
+    """Admin analytics (or a breakdown) for a date range, read through Redis -> PostgreSQL -> source."""
+
+    async def go(manager: CacheManager) -> None:
+        query = build_query(
+            start,
+            end,
+            user_ids=user,
+            model_ids=model,
+            provider_ids=provider,
+            api_key_ids=api_key,
+            max_days=manager.settings.max_range_days,
+            max_ids=manager.settings.max_filter_ids,
+        )
+        if by is None:
+            answer = await manager.analytics(query)
+        else:
+            page_spec = Page(page, page_size, sort_by, not ascending)
+            answer = await manager.breakdown(_dimension(by), query, page_spec)
+        if as_json:
+            _print_json(answer.value)
+            err.print(f"tier: {answer.tier}", markup=False, highlight=False)
+        elif by is None:
+            _print_analytics(answer.value, answer.tier)
+        else:
+            _print_breakdown(answer.value, answer.tier)
+
+    _manager_call(go)
+
+
+def _print_analytics(doc: dict[str, Any], tier: str) -> None:
+    period = doc["period"]
+    table = Table(title=f"Usage {period['startDate']} .. {period['endDate']} ({period['days']} days)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("vs previous", justify="right")
+    trends = doc["trends"]
+    rows = [
+        ("requests", f"{doc['totalRequests']:,}", trends["requests"]),
+        ("tokens", f"{doc['totalTokens']['total']:,}", trends["totalTokens"]),
+        ("cost ($)", f"{doc['totalCost']['total']:,.2f}", trends["cost"]),
+        ("active users", f"{doc['activeUsers']} of {doc['totalUsers']}", trends["users"]),
+        ("success rate", f"{doc['successRate']:.2f}%", None),
+    ]
+    for name, value, change in rows:
+        table.add_row(name, value, f"{change['percentageChange']:+.2f}%" if change else "")
+    out.print(table)
+    top = Table(title="Top models")
+    for column in ("model", "provider", "requests", "tokens", "cost ($)"):
+        top.add_column(column, justify="right" if column not in ("model", "provider") else "left")
+    for m in doc["topModels"]:
+        top.add_row(m["model"], m["provider"], f"{m['requests']:,}", f"{m['totalTokens']:,}", f"{m['cost']:,.2f}")
+    out.print(top)
+    out.print(f"answered by: {tier}")
+
+
+def _print_breakdown(doc: dict[str, Any], tier: str) -> None:
+    name = {"user": "username", "model": "model", "provider": "provider"}[doc["dimension"]]
+    p = doc["pagination"]
+    table = Table(title=f"By {doc['dimension']} (page {p['page']}/{max(p['totalPages'], 1)}, {p['total']} items)")
+    for column in (doc["dimension"], "requests", "tokens", "cost ($)", "success"):
+        table.add_column(column, justify="left" if column == doc["dimension"] else "right")
+    for item in doc["items"]:
+        table.add_row(
+            str(item[name]),
+            f"{item['requests']:,}",
+            f"{item['totalTokens']:,}",
+            f"{item['cost']:,.2f}",
+            f"{item['successRate']:.2f}%",
+        )
+    out.print(table)
+    out.print(f"answered by: {tier}")
+
+
+@app.command()
+def warm(
+    range_: Annotated[
+        list[str], typer.Option("--range", help="Preset (today, last-7-days, ...) or START..END; repeatable.")
+    ],
+    by: Annotated[list[str] | None, typer.Option("--by", help="Also warm these breakdowns.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Fill day aggregates and range results for the given ranges."""
+
+    async def go(manager: CacheManager) -> None:
+        ranges = [resolve_range(spec, field="--range") for spec in range_]
+        for days in ranges:
+            if days.days > manager.settings.max_range_days:
+                raise InvalidRequest(
+                    "--range", f"{days} spans {days.days} days; at most {manager.settings.max_range_days}"
+                )
+        with err.status("warming") as status:
+            report = await manager.warm(
+                ranges, [UsageFilters()], [_dimension(d) for d in by or []], progress=lambda line: status.update(f"warming {line}")
+            )
+        if as_json:
+            _print_json(report.as_dict())
+        else:
+            out.print(
+                f"warmed {', '.join(report.ranges)}: {report.keys_written} keys written, {report.days_warmed} days, "
+                f"{report.results_warmed} results in {report.duration_seconds:.2f}s"
+                + ("" if report.redis_available else " (redis unavailable: PostgreSQL only)")
+            )
+
+    _manager_call(go)
+
+
+@app.command()
+def invalidate(
+    start: Annotated[str, typer.Option("--start", help="First day to purge, YYYY-MM-DD.")],
+    end: Annotated[str, typer.Option("--end", help="Last day to purge, YYYY-MM-DD.")],
+    tier: Annotated[str, typer.Option(help="redis, postgres or all.")] = "all",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Purge a date range from the cache tiers; afterwards no tier serves a stale read of those days."""
+
+    async def go(manager: CacheManager) -> None:
+        days = resolve_range(f"{start}..{end}", field="--start/--end")
+        tiers: tuple[InvalidationTier, ...] = {
+            "all": ("redis", "postgres"),
+            "redis": ("redis",),
+            "postgres": ("postgres",),
+        }.get(tier) or ()  # type: ignore[assignment]
+        if not tiers:
+            raise InvalidRequest("--tier", f"{tier!r} is not one of redis, postgres, all")
+        report = await manager.invalidate(days, tiers)
+        if as_json:
+            _print_json(report.as_dict())
+        else:
+            out.print(
+                f"invalidated {days}: {report.days_purged} days purged, {report.versions_bumped} versions bumped, "
+                f"{report.keys_deleted} redis keys deleted (redis: {report.redis_status})"
+            )
+        if report.redis_status == "unavailable":
+            err.print("warning: redis was unreachable; day versions are re-synced from PostgreSQL on reconnect")
+
+    _manager_call(go)
+
+
+@app.command()
+def stats(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Hit rates per tier, key count, memory, breaker state."""
+
+    async def go(manager: CacheManager) -> None:
+        report = await manager.stats()
+        if as_json:
+            _print_json(report)
+            return
+        table = Table(title="litemaas-cache stats")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        redis, postgres = report["redis"], report["postgres"]
+        for name, value in (
+            ("hit rate (answered without the source)", report["hitRate"]),
+            ("requests", report["requests"]),
+            ("redis available", redis["available"]),
+            ("redis breaker", redis["breaker"]),
+            ("redis result hits / misses", f"{redis['hits']} / {redis['misses']}"),
+            ("redis keys under prefix", redis["keyCount"]),
+            ("redis memory used (bytes)", redis["memoryUsedBytes"]),
+            ("postgres day hits / misses", f"{postgres['dayHits']} / {postgres['dayMisses']}"),
+            ("counters", report["counterScope"]),
+        ):
+            table.add_row(name, "-" if value is None else str(value))
+        out.print(table)
+
+    _manager_call(go)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
