@@ -32,6 +32,14 @@ state_file="$state_dir/state.env"
 pki="$state_dir/pki"
 
 say() { echo "cluster.sh: $*" >&2; }
+
+log_tail() { # the log's errors first (grpc reconnect noise drowns them), then its tail
+    say "errors in $log_file:"
+    grep -E '^[EF][0-9]{4} |command failed|litemaas-control-plane:|"level":"(error|fatal|panic)"' "$log_file" 2>/dev/null |
+        grep -v 'embedded etcd ready' | tail -n 15 | cut -c1-600 >&2 || true
+    say "last lines of $log_file:"
+    grep -v 'grpc: addrConn.createTransport' "$log_file" 2>/dev/null | tail -n 20 | cut -c1-600 >&2 || true
+}
 die() { say "$*"; exit 1; }
 
 usage() {
@@ -159,14 +167,14 @@ wait_ready() {
     local pid="$1" deadline=$((SECONDS + timeout_s))
     until is_ready; do
         if ! kill -0 "$pid" 2>/dev/null; then
-            say "the control plane (pid $pid) exited before /readyz said ok; last lines of $log_file:"
-            tail -n 40 "$log_file" >&2 || true
+            say "the control plane (pid $pid) exited before /readyz said ok"
+            log_tail
             rm -f "$pid_file"
             exit 1
         fi
         if ((SECONDS >= deadline)); then
-            say "gave up after ${timeout_s}s waiting for https://127.0.0.1:$port/readyz to say ok (pid $pid still runs; 'scripts/cluster.sh down' stops it); last lines of $log_file:"
-            tail -n 40 "$log_file" >&2 || true
+            say "gave up after ${timeout_s}s waiting for https://127.0.0.1:$port/readyz to say ok (pid $pid still runs; 'scripts/cluster.sh down' stops it)"
+            log_tail
             "$bin_dir/kubectl" --kubeconfig "$kubeconfig" --request-timeout=5s get --raw '/readyz?verbose' >&2 2>&1 || true
             exit 1
         fi
@@ -200,6 +208,7 @@ cmd_up() {
     printf 'port=%q\nbin_dir=%q\n' "$port" "$bin_dir" >"$state_file"
     write_kubeconfig
 
+    # shellcheck disable=SC2054  # the commas belong to flag values
     local args=(
         --embedded-etcd-dir="$state_dir/etcd"
         --embedded-etcd-unsafe-no-fsync
@@ -215,6 +224,9 @@ cmd_up() {
         --service-account-key-file="$pki/sa.pub"
         --service-account-signing-key-file="$pki/sa.key"
         --service-cluster-ip-range=10.96.0.0/16
+        # the lease reconciler refuses a loopback advertise address, and there are
+        # no endpoints to publish for a loopback-only apiserver anyway
+        --endpoint-reconciler-type=none
         # No controller-manager creates each namespace's "default" ServiceAccount,
         # so the ServiceAccount admission plugin would refuse every pod.
         --disable-admission-plugins=ServiceAccount
@@ -258,6 +270,7 @@ cmd_env() {
         bin_dir="$(bash "$build_sh" --print-dir)"
     fi
     printf 'export KUBECONFIG=%q\n' "$kubeconfig"
+    # shellcheck disable=SC2016  # $PATH is for the shell that evals this
     printf 'export PATH=%q:"$PATH"\n' "$bin_dir"
 }
 
