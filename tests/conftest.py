@@ -1,0 +1,101 @@
+"""Shared fixtures: real PostgreSQL and Redis (started by scripts/services.sh), one seeded database per session,
+fresh copies of it for tests that change data, and a cache manager with its own Redis key prefix."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+import pytest_asyncio
+
+from litemaas_cache.db import Database
+from litemaas_cache.manager import CacheManager
+from litemaas_cache.schema import migrate
+from litemaas_cache.seed import create_source_tables, seed
+from litemaas_cache.settings import Settings, load_settings
+
+SEED_ARGS = {"days": 40, "users": 30, "models": 6, "seed_value": 7}
+
+
+def base_dsn() -> str:
+    dsn = os.environ.get("DATABASE_URL")
+    if not dsn:
+        pytest.fail("DATABASE_URL is not set: run the tests through `make test` (it starts PostgreSQL and Redis)")
+    return dsn
+
+
+def with_database(dsn: str, name: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def _admin(sql: str) -> None:
+    with psycopg.connect(base_dsn(), autocommit=True) as conn:
+        conn.execute(sql)  # type: ignore[arg-type]
+
+
+async def _prepare(dsn: str) -> None:
+    async with Database(dsn) as db:
+        await migrate(db)
+        await create_source_tables(db)
+        await seed(db, **SEED_ARGS)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def seeded_dsn() -> Iterator[str]:
+    """A database migrated and seeded once per session; treat it as read-only (use `fresh_dsn` to write)."""
+    name = f"litemaas_test_{os.getpid()}"
+    _admin(f"DROP DATABASE IF EXISTS {name}")
+    _admin(f"CREATE DATABASE {name}")
+    dsn = with_database(base_dsn(), name)
+    asyncio.run(_prepare(dsn))
+    yield dsn
+    _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def make_dsn(seeded_dsn: str) -> Iterator[Callable[[], str]]:
+    """Factory of throwaway copies of the seeded database (CREATE DATABASE ... TEMPLATE)."""
+    created: list[str] = []
+    template = urlsplit(seeded_dsn).path.lstrip("/")
+
+    def make() -> str:
+        name = f"litemaas_t_{uuid.uuid4().hex[:12]}"
+        _admin(f"CREATE DATABASE {name} TEMPLATE {template}")
+        created.append(name)
+        return with_database(seeded_dsn, name)
+
+    yield make
+    for name in created:
+        _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def fresh_dsn(make_dsn: Callable[[], str]) -> str:
+    return make_dsn()
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """A Redis key prefix of this test's own, so tests never see each other's keys."""
+    return f"test:{uuid.uuid4().hex[:10]}:"
+
+
+def make_settings(dsn: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {"database_url": dsn, "redis_url": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")}
+    values.update(overrides)
+    return load_settings(**values)
+
+
+@pytest_asyncio.fixture
+async def manager(fresh_dsn: str, key_prefix: str) -> AsyncIterator[CacheManager]:
+    """A two-tier manager on a private copy of the seeded data and a private Redis prefix."""
+    async with CacheManager.open(make_settings(fresh_dsn, redis_key_prefix=key_prefix)) as m:
+        yield m
+        if m.redis is not None:
+            await m.redis.delete_all()
