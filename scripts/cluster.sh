@@ -203,6 +203,10 @@ cmd_up() {
         port="$(pick_port)"
     fi
     make_pki
+    # Not running (never started, or killed with its session): start from an
+    # empty etcd so every start is the same; certs and port are kept so an
+    # existing kubeconfig path stays valid.
+    rm -rf "$state_dir/etcd" "$pid_file"
     mkdir -p "$state_dir/etcd"
     chmod 700 "$state_dir/etcd"
     printf 'port=%q\nbin_dir=%q\n' "$port" "$bin_dir" >"$state_file"

@@ -139,7 +139,12 @@ def test_service_account_rbac_with_token_request(
     def can_i(*args: str) -> str:
         return kube_cluster.run("auth", "can-i", *args, f"--as={user}", check=False).stdout.strip()
 
-    assert can_i("list", WIDGETS, "-n", ns) == "yes"
+    # The RBAC authorizer reads bindings from an informer cache: wait until it has ours.
+    deadline = time.monotonic() + 30
+    while can_i("list", WIDGETS, "-n", ns) != "yes":
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up after 30s waiting for RBAC to let {user} list {WIDGETS}", pytrace=False)
+        time.sleep(0.2)
     assert can_i("get", WIDGETS, "-n", ns) == "yes"
     assert can_i("delete", WIDGETS, "-n", ns) == "no"
     assert can_i("create", WIDGETS, "-n", ns) == "no"
