@@ -29,7 +29,7 @@ app = typer.Typer(
     help="Two-tier (Redis + PostgreSQL) cache for LiteMaaS / LiteLLM admin usage analytics.",
 )
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error stays on one line, however long
 T = TypeVar("T")
 
 EXIT_BAD_INPUT = 2
@@ -52,7 +52,7 @@ def _run(coro: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
 def _dimension(value: str) -> Dimension:
     if value not in DIMENSIONS:
         raise InvalidRequest("--by", f"{value!r} is not one of {', '.join(DIMENSIONS)}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def _print_json(value: Any) -> None:

@@ -8,7 +8,7 @@ import re
 from typing import Annotated
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
 from .dates import DateRange
@@ -17,7 +17,15 @@ from .errors import InvalidRequest
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:@/+=-]{1,256}$")
 FILTER_FIELDS = ("user_ids", "model_ids", "provider_ids", "api_key_ids")
 
-IdList = Annotated[list[str], Field(default_factory=list)]
+
+def _check_id(value: str) -> str:
+    """One filter id; validated per item so an error names its position (userIds[3])."""
+    if not ID_PATTERN.match(value):
+        raise ValueError(f"{value[:80]!r} is not a valid id (1-256 of A-Z a-z 0-9 _ . : @ / + = -)")
+    return value
+
+
+IdList = Annotated[list[Annotated[str, AfterValidator(_check_id)]], Field(default_factory=list)]
 
 
 class UsageFilters(BaseModel):
@@ -33,9 +41,6 @@ class UsageFilters(BaseModel):
     @field_validator(*FILTER_FIELDS, mode="after")
     @classmethod
     def _normalise(cls, values: list[str]) -> list[str]:
-        for value in values:
-            if not ID_PATTERN.match(value):
-                raise ValueError(f"{value[:80]!r} is not a valid id (1-256 of A-Z a-z 0-9 _ . : @ / + = -)")
         return sorted(set(values))
 
     def is_empty(self) -> bool:
