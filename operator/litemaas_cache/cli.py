@@ -221,7 +221,10 @@ def warm(
                 )
         with err.status("warming") as status:
             report = await manager.warm(
-                ranges, [UsageFilters()], [_dimension(d) for d in by or []], progress=lambda line: status.update(f"warming {line}")
+                ranges,
+                [UsageFilters()],
+                [_dimension(d) for d in by or []],
+                progress=lambda line: status.update(f"warming {line}"),
             )
         if as_json:
             _print_json(report.as_dict())
@@ -297,8 +300,53 @@ def stats(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     _manager_call(go)
 
 
+@app.command()
+def operator(
+    namespace: Annotated[
+        list[str] | None, typer.Option("--namespace", "-n", help="Watch only these namespaces (default: all).")
+    ] = None,
+    standalone: Annotated[
+        bool, typer.Option(envvar="OPERATOR_STANDALONE", help="Run without peering (a single replica).")
+    ] = False,
+    peering: Annotated[str, typer.Option(envvar="OPERATOR_PEERING", help="Peering object name.")] = (
+        "litemaas-cache-operator"
+    ),
+    liveness: Annotated[str, typer.Option(envvar="OPERATOR_LIVENESS", help="Liveness endpoint URL.")] = (
+        "http://0.0.0.0:8080/healthz"
+    ),
+) -> None:
+    """Run the kopf operator: CacheWarmPolicy and CacheInvalidation reconciliation."""
+    import kopf
+
+    from .controller import handlers  # noqa: F401 - registers the handlers
+
+    try:
+        load_settings()  # fail fast, with the variable's name, before connecting to Kubernetes
+    except CacheError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(EXIT_BACKEND) from None
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not namespace,
+            namespaces=namespace or (),
+            standalone=standalone,
+            peering_name=peering,
+            liveness_endpoint=liveness,
+        )
+    )
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(envvar="API_HOST")] = "0.0.0.0",
+    port: Annotated[int, typer.Option(envvar="API_PORT")] = 8000,
+) -> None:
+    """Serve the HTTP analytics API (bearer-token auth) for application instances."""
+    from .api import serve
+
+    _run(lambda settings: serve(settings, host, port))
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
-
-

@@ -1,0 +1,166 @@
+"""kopf registrations, and nothing else: each handler is a docstring and a call into warming/invalidation.
+
+Run with `litemaas-cache operator`, or `kopf run -m litemaas_cache.controller.handlers`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+from typing import Any
+
+import kopf
+
+from ..dates import utc_now
+from ..errors import CacheError
+from ..manager import CacheManager
+from ..settings import load_settings
+from . import kube
+from .invalidation import (
+    TERMINAL_PHASES,
+    InvalidationIncomplete,
+    parse_invalidation,
+    run_invalidation,
+    running_status,
+)
+from .warming import WarmFailed, is_due, parse_policy, warm_policy
+
+GROUP, VERSION = "cache.litemaas.io", "v1alpha1"
+WARM_POLICIES, INVALIDATIONS = "cachewarmpolicies", "cacheinvalidations"
+
+# How often each policy is checked for being due. Its own spec.interval (>= 1m) decides when it warms;
+# the tick only bounds how late a due warm (or a spec change) is picked up. A constant, not a setting:
+# decorator arguments are evaluated at import time, before any configuration is read.
+WARM_TICK_SECONDS = 5.0
+TTL_CHECK_SECONDS = 15.0
+# A backend that is down is retried after this long (kopf.TemporaryError).
+BACKEND_RETRY_SECONDS = 15.0
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """Own every kopf setting in one place and open the cache manager (pools live in memo, closed at cleanup)."""
+    # Progress and the last-handled configuration are kept in annotations under our own group.
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    # The API server closes a watch after server_timeout; the client gives up a little later, so a stuck
+    # connection is noticed within ~5 minutes without ever cutting a healthy watch short.
+    settings.watching.server_timeout = 270
+    settings.watching.client_timeout = 300
+    settings.watching.connect_timeout = 30
+    # Single API calls (patches, events) should never hang a handler for long.
+    settings.networking.request_timeout = 60
+    # Events for warnings and our own notable transitions only; routine handler chatter stays in the log.
+    settings.posting.level = logging.WARNING
+    # Peering: with several replicas, one is active and the others pause, so two never warm at once.
+    settings.peering.clusterwide = True
+    settings.peering.mandatory = False
+
+    memo.exit_stack = contextlib.AsyncExitStack()
+    memo.manager = await memo.exit_stack.enter_async_context(CacheManager.open(load_settings()))
+    logger.info("cache manager ready (redis %s)", "enabled" if memo.manager.redis else "disabled")
+
+
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    """Close the Redis and PostgreSQL pools."""
+    await memo.exit_stack.aclose()
+
+
+@kopf.on.probe(id="redis")
+def redis_probe(memo: kopf.Memo, **_: Any) -> str:
+    """Liveness detail: the Redis breaker state (never fails the probe: Redis down only slows us)."""
+    manager: CacheManager = memo.manager
+    return "disabled" if manager.redis is None else manager.redis.breaker.state.value
+
+
+@kopf.index(GROUP, VERSION, WARM_POLICIES)
+def warm_policy_specs(namespace: str | None, spec: kopf.Spec, **_: Any) -> dict[str | None, dict[str, Any]]:
+    """Index of warm policy specs per namespace (a CacheInvalidation with rewarm uses it)."""
+    return {namespace: dict(spec)}
+
+
+@kopf.timer(GROUP, VERSION, WARM_POLICIES, interval=WARM_TICK_SECONDS, initial_delay=0.5)
+async def warm(
+    body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, patch: kopf.Patch, memo: kopf.Memo, **_: Any
+) -> None:
+    """Warm the policy when due (interval passed, or spec changed); write the outcome to status."""
+    policy_status = dict(status)
+    try:
+        due = is_due(parse_policy(dict(spec)), policy_status, meta.get("generation"), utc_now())
+    except Exception:
+        due = policy_status.get("observedGeneration") != meta.get("generation")
+    if not due:
+        return
+    try:
+        outcome = await warm_policy(memo.manager, dict(spec), policy_status, meta.get("generation"))
+    except WarmFailed as exc:
+        patch.status.update(exc.status)
+        if exc.permanent:
+            kopf.event(body, type="Warning", reason="InvalidSpec", message=str(exc))
+            raise kopf.PermanentError(str(exc)) from None
+        raise kopf.TemporaryError(str(exc), delay=BACKEND_RETRY_SECONDS) from None
+    patch.status.update(outcome.status)
+    for type_, reason, message in outcome.events:
+        kopf.event(body, type=type_, reason=reason, message=message)
+
+
+@kopf.on.create(GROUP, VERSION, INVALIDATIONS, id="start")
+def invalidation_start(status: kopf.Status, meta: kopf.Meta, patch: kopf.Patch, **_: Any) -> None:
+    """Mark a new invalidation Running (a separate step, so a restart resumes at the purge)."""
+    if status.get("phase") not in TERMINAL_PHASES:
+        patch.status.update(running_status(meta.get("generation")))
+
+
+@kopf.on.create(GROUP, VERSION, INVALIDATIONS, id="purge", backoff=BACKEND_RETRY_SECONDS)  # type: ignore[arg-type]
+async def invalidation_purge(
+    body: kopf.Body,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    namespace: str | None,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    warm_policy_specs: kopf.Index[str | None, dict[str, Any]],
+    **_: Any,
+) -> None:
+    """Purge the range once; Redis down is temporary (retried), a bad spec is permanent (Failed).
+
+    (The type-ignore above: kopf's protocol cannot express the extra index keyword argument.)
+    """
+    if status.get("phase") in TERMINAL_PHASES:
+        return
+    generation = meta.get("generation")
+    try:
+        parsed = parse_invalidation(dict(spec), generation)
+        outcome = await run_invalidation(
+            memo.manager, parsed, generation, status.get("conditions"), warm_policy_specs.get(namespace, [])
+        )
+    except WarmFailed as exc:
+        patch.status.update(exc.status)
+        kopf.event(body, type="Warning", reason="Failed", message=str(exc))
+        raise kopf.PermanentError(str(exc)) from None
+    except (InvalidationIncomplete, CacheError) as exc:
+        patch.status["message"] = f"retrying: {exc}"
+        raise kopf.TemporaryError(str(exc), delay=BACKEND_RETRY_SECONDS) from None
+    patch.status.update(outcome.status)
+    kopf.event(body, type="Normal", reason="Purged", message=outcome.status["message"])
+
+
+@kopf.timer(GROUP, VERSION, INVALIDATIONS, interval=TTL_CHECK_SECONDS, field="spec.ttlSecondsAfterFinished")
+async def invalidation_ttl(
+    spec: kopf.Spec, status: kopf.Status, name: str, namespace: str | None, logger: kopf.Logger, **_: Any
+) -> None:
+    """Delete a finished invalidation ttlSecondsAfterFinished after its completion."""
+    finished = status.get("completionTime")
+    ttl = spec.get("ttlSecondsAfterFinished")
+    if status.get("phase") not in TERMINAL_PHASES or not finished or ttl is None:
+        return
+    expires = dt.datetime.fromisoformat(str(finished).replace("Z", "+00:00")) + dt.timedelta(seconds=int(ttl))
+    if utc_now() >= expires:
+        logger.info("ttlSecondsAfterFinished passed; deleting")
+        await kube.delete_custom_object(GROUP, VERSION, INVALIDATIONS, namespace, name)
