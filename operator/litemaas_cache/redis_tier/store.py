@@ -248,7 +248,8 @@ class RedisStore:
                     doomed.append(key)
             pipe = client.pipeline(transaction=False)
             for key in doomed:
-                pipe.unlink(key)
+                # Not pipe.unlink(): on a cluster pipeline that is a multi-key coroutine and queues nothing.
+                pipe.execute_command("UNLINK", key)
             return sum(int(n) for n in await pipe.execute())
 
         return cast(int | None, await self._call("purge", delete, None))
