@@ -78,6 +78,7 @@ class RedisStore:
         self._version_source = version_source
         self._client: RedisClient | None = None
         self._synced = False
+        self._missed = 0  # calls that failed or were refused: any of them may have been a version raise
         self._pending_stats: Counter[str] = Counter()
         self._last_flush = time.monotonic()
         self.breaker = CircuitBreaker(
@@ -119,6 +120,7 @@ class RedisStore:
     async def _call(self, operation: str, fn: Callable[[RedisClient], Awaitable[Any]], default: Any) -> Any:
         """Run one Redis operation under the breaker and a timeout; any Redis failure yields `default`."""
         if not self.breaker.allows:
+            self._mark_unsynced()
             return default
         try:
             client = self._connect()
@@ -129,17 +131,25 @@ class RedisStore:
         except _FAILURES as exc:
             self.breaker.record_failure(f"{operation}: {type(exc).__name__}")
             log.warning("redis %s failed (%s); falling back", operation, type(exc).__name__)
-            if isinstance(exc, OSError | TimeoutError | asyncio.TimeoutError):
-                self._synced = False
+            self._mark_unsynced()
             return default
         self.breaker.record_success()
         return result
 
+    def _mark_unsynced(self) -> None:
+        """A call failed or was refused. It may have been a version raise that never landed (redis-py's
+        ConnectionError and TimeoutError are not OSError, so this covers every failure), so the mirror may lag
+        PostgreSQL: re-sync it before Redis is trusted again, even if the breaker never opened."""
+        self._missed += 1
+        self._synced = False
+
     async def _resync_versions(self, client: RedisClient | None = None) -> None:
         """Raise the mirror to PostgreSQL's versions (on first contact and after every outage)."""
+        missed = self._missed
         versions = await self._version_source()
         await self._merge_versions(client or self._connect(), versions)
-        self._synced = True
+        # A call that failed or was refused meanwhile may have missed a raise newer than `versions`.
+        self._synced = self._missed == missed
 
     async def _merge_versions(self, client: RedisClient, versions: dict[dt.date, int]) -> int:
         """Raise mirror entries to `versions` (never lowers one); returns how many were raised."""
