@@ -1,0 +1,1 @@
+"""Kubernetes operator: kopf registrations and the CacheWarmPolicy / CacheInvalidation spec models."""

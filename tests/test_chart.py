@@ -1,0 +1,503 @@
+"""The Helm chart (charts/litemaas-cache-operator): lint, rendered objects, values documentation, the CRD copies and
+the plain manifests/ that mirror its default render.
+
+Needs the helm binary (env HELM, else the one tests/cluster/build.sh builds, else PATH) but no cluster. Without helm
+these tests fail; LITEMAAS_SKIP_K8S=1 skips them.
+Regenerate the default-render snapshot with UPDATE_CHART_SNAPSHOTS=1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CHART = ROOT / "charts" / "litemaas-cache-operator"
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+MANIFESTS = ROOT / "manifests"
+SNAPSHOT = Path(__file__).parent / "chart_snapshots" / "default.yaml"
+RELEASE, NAMESPACE = "litemaas-cache-operator", "litemaas-cache"
+
+SECRET_ENV = {"DATABASE_URL", "LITELLM_DATABASE_URL", "REDIS_URL", "REDIS_PASSWORD", "API_TOKEN"}
+# Resources of the rules this chart writes that are cluster-scoped (they must never sit in a namespaced Role).
+CLUSTER_SCOPED = {"customresourcedefinitions", "clusterkopfpeerings", "namespaces"}
+HELM_ONLY_LABELS = {"helm.sh/chart", "app.kubernetes.io/managed-by"}
+
+Doc = dict[str, Any]
+
+
+def _find_helm() -> str | None:
+    if os.environ.get("HELM"):
+        return os.environ["HELM"]
+    cache = Path(os.environ.get("LITEMAAS_CACHE_DIR", Path.home() / ".cache" / "litemaas-cache-operator"))
+    built = [p for p in (cache / "bin").glob("*/helm") if (p.parent / ".complete").exists() and os.access(p, os.X_OK)]
+    if built:
+        return str(max(built, key=lambda p: p.stat().st_mtime))
+    return shutil.which("helm")
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    if os.environ.get("LITEMAAS_SKIP_K8S") == "1":
+        pytest.skip("LITEMAAS_SKIP_K8S=1")
+    found = _find_helm()
+    if found is not None and not os.access(found, os.X_OK):
+        pytest.fail(f"helm at {found} (from HELM or the build cache) is not an executable file")
+    if found is None:
+        pytest.fail(
+            "helm not found: set HELM=/path/to/helm, build it with `bash tests/cluster/build.sh` (it lands in "
+            "~/.cache/litemaas-cache-operator/bin/<tag>/helm), put it on PATH, or set LITEMAAS_SKIP_K8S=1 to skip"
+        )
+    return found
+
+
+def run_helm(helm: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    # An empty KUBECONFIG and HOME-independent caches: rendering must never depend on, or touch, a cluster.
+    env = {**os.environ, "KUBECONFIG": os.devnull, "HELM_CACHE_HOME": "/tmp/helm-test-cache"}
+    result = subprocess.run([helm, *args], capture_output=True, text=True, timeout=120, env=env, check=False)
+    if check and result.returncode != 0:
+        pytest.fail(f"helm {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def template_text(helm: str, *extra: str) -> str:
+    return run_helm(helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *extra).stdout
+
+
+def render(helm: str, *extra: str) -> list[Doc]:
+    return [doc for doc in yaml.safe_load_all(template_text(helm, *extra)) if doc]
+
+
+def of_kind(docs: list[Doc], kind: str) -> list[Doc]:
+    return [doc for doc in docs if doc["kind"] == kind]
+
+
+def one(docs: list[Doc], kind: str, name: str | None = None) -> Doc:
+    found = [doc for doc in of_kind(docs, kind) if name is None or doc["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, got {[d['metadata']['name'] for d in found]}"
+    return found[0]
+
+
+def operator_deployment(docs: list[Doc]) -> Doc:
+    return one(docs, "Deployment", RELEASE)
+
+
+def env_of(container: Doc) -> dict[str, Doc]:
+    return {item["name"]: item for item in container.get("env", [])}
+
+
+def values_args(path: Path | None) -> list[str]:
+    return [] if path is None else ["--values", str(path)]
+
+
+VARIANTS = [None, *CI_VALUES]
+VARIANT_IDS = ["default", *(p.name.removesuffix("-values.yaml") for p in CI_VALUES)]
+
+
+# --- lint and render ---------------------------------------------------------------------------------------------
+
+
+def test_ci_variants_exist() -> None:
+    names = {p.name for p in CI_VALUES}
+    assert {"namespaced-values.yaml", "api-enabled-values.yaml", "peering-disabled-values.yaml"} <= names
+
+
+@pytest.mark.parametrize("values", VARIANTS, ids=VARIANT_IDS)
+def test_lint(helm: str, values: Path | None) -> None:
+    run_helm(helm, "lint", "--strict", str(CHART), *values_args(values))
+
+
+@pytest.mark.parametrize("values", VARIANTS, ids=VARIANT_IDS)
+def test_pods_are_locked_down(helm: str, values: Path | None) -> None:
+    deployments = of_kind(render(helm, *values_args(values)), "Deployment")
+    assert deployments
+    for deployment in deployments:
+        pod = deployment["spec"]["template"]["spec"]
+        name = deployment["metadata"]["name"]
+        assert pod["enableServiceLinks"] is False, name
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["runAsUser"] == 10001, name
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"], name
+        for container in pod["containers"]:
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False, name
+            assert context["capabilities"]["drop"] == ["ALL"], name
+            assert context["readOnlyRootFilesystem"] is True, name
+            assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"], name
+            assert container["resources"]["limits"]["memory"], name
+
+
+@pytest.mark.parametrize("values", VARIANTS, ids=VARIANT_IDS)
+def test_secrets_are_referenced_never_inlined(helm: str, values: Path | None) -> None:
+    docs = render(helm, *values_args(values))
+    assert not of_kind(docs, "Secret"), "the chart must not create Secrets (existingSecret only)"
+    for deployment in of_kind(docs, "Deployment"):
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            assert "envFrom" not in container
+            for name, item in env_of(container).items():
+                if name in SECRET_ENV:
+                    assert "value" not in item, f"{name} is inlined in {deployment['metadata']['name']}"
+                    assert item["valueFrom"]["secretKeyRef"]["key"] == name
+    schema_text = (CHART / "values.schema.json").read_text()
+    assert not re.search(r'"[A-Za-z]*(password|token|Url|dsn)[A-Za-z]*"\s*:', schema_text, re.I), (
+        "values must not carry secrets; they come from existingSecret"
+    )
+
+
+def test_default_render(helm: str) -> None:
+    docs = render(helm)
+    kinds = sorted({doc["kind"] for doc in docs})
+    assert kinds == sorted(
+        {"ServiceAccount", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "Deployment"}
+        | {"ClusterKopfPeering"}
+    )
+    assert not of_kind(docs, "Role")
+    assert not of_kind(docs, "Service")
+    crds = {doc["metadata"]["name"]: doc for doc in of_kind(docs, "CustomResourceDefinition")}
+    assert set(crds) == {
+        "cachewarmpolicies.cache.litemaas.io",
+        "cacheinvalidations.cache.litemaas.io",
+        "clusterkopfpeerings.kopf.dev",
+        "kopfpeerings.kopf.dev",
+    }
+    for crd in crds.values():
+        assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+
+    deployment = operator_deployment(docs)
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is True
+    assert pod["serviceAccountName"] == one(docs, "ServiceAccount")["metadata"]["name"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["operator"]
+    assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert "readinessProbe" not in container, "an operator has nothing to be ready for"
+    env = env_of(container)
+    assert env["OPERATOR_PEERING"]["value"] == "litemaas-cache-operator"
+    assert env["OPERATOR_STANDALONE"]["value"] == "false"
+    assert env["CACHE_TTL_HISTORICAL_DAY"]["value"] == "2592000", "large integers must not render as floats"
+    assert env["REDIS_KEY_PREFIX"]["value"] == "litemaas:"
+    assert "API_TOKEN" not in env, "the operator does not need the API token"
+    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "litemaas-cache", "key": "DATABASE_URL"}
+    assert env["REDIS_URL"]["valueFrom"]["secretKeyRef"]["optional"] is True
+
+    peering = one(docs, "ClusterKopfPeering")
+    assert peering["metadata"]["name"] == env["OPERATOR_PEERING"]["value"]
+    assert peering["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+
+
+def test_default_render_matches_snapshot(helm: str) -> None:
+    text = template_text(helm)
+    if os.environ.get("UPDATE_CHART_SNAPSHOTS") == "1":
+        SNAPSHOT.parent.mkdir(exist_ok=True)
+        SNAPSHOT.write_text(text)
+    assert SNAPSHOT.exists(), f"{SNAPSHOT} is missing; create it with UPDATE_CHART_SNAPSHOTS=1"
+    assert text == SNAPSHOT.read_text(), (
+        "the default render changed; review `helm template` and refresh with UPDATE_CHART_SNAPSHOTS=1 "
+        "(and keep manifests/ in step)"
+    )
+
+
+# --- RBAC --------------------------------------------------------------------------------------------------------
+
+
+def _rules(doc: Doc) -> Iterator[tuple[str, str, str]]:
+    for rule in doc["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    yield group, resource, verb
+
+
+@pytest.mark.parametrize("values", VARIANTS, ids=VARIANT_IDS)
+def test_rbac_has_no_wildcards(helm: str, values: Path | None) -> None:
+    docs = render(helm, *values_args(values))
+    for doc in of_kind(docs, "Role") + of_kind(docs, "ClusterRole"):
+        for triple in _rules(doc):
+            assert "*" not in triple, f"{doc['kind']} {doc['metadata']['name']} has a wildcard: {triple}"
+
+
+def test_rbac_rules_are_commented() -> None:
+    text = (CHART / "templates" / "rbac.yaml").read_text()
+    lines = text.splitlines()
+    for number, line in enumerate(lines):
+        if line.strip().startswith("- apiGroups:"):
+            previous = lines[number - 1].strip()
+            assert re.match(r"# (Framework|Application)\b", previous), f"rbac.yaml:{number + 1} has no comment"
+
+
+def test_clusterwide_rbac(helm: str) -> None:
+    docs = render(helm)
+    role = one(docs, "ClusterRole")
+    granted = set(_rules(role))
+    app = {
+        ("cache.litemaas.io", resource, verb)
+        for resource in ("cachewarmpolicies", "cacheinvalidations")
+        for verb in ("get", "list", "watch", "patch")
+    }
+    status = {
+        ("cache.litemaas.io", f"{resource}/status", verb)
+        for resource in ("cachewarmpolicies", "cacheinvalidations")
+        for verb in ("get", "patch", "update")
+    }
+    framework = {
+        ("", "events", "create"),
+        ("", "events", "patch"),
+        ("", "namespaces", "list"),
+        ("", "namespaces", "watch"),
+        *(("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")),
+        *(("kopf.dev", "clusterkopfpeerings", v) for v in ("get", "list", "watch", "patch")),
+    }
+    assert granted == app | status | framework | {("cache.litemaas.io", "cacheinvalidations", "delete")}
+    binding = one(docs, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}]
+
+
+def test_namespaced_rbac(helm: str) -> None:
+    docs = render(helm, "--set", "watchNamespace=team-a")
+    role = one(docs, "Role")
+    assert role["metadata"]["namespace"] == "team-a"
+    resources = {resource for _, resource, _ in _rules(role)}
+    assert not resources & CLUSTER_SCOPED, f"cluster-scoped rules in a namespaced Role: {resources & CLUSTER_SCOPED}"
+    assert {"cachewarmpolicies", "cacheinvalidations/status", "events"} <= resources
+    binding = one(docs, "RoleBinding")
+    assert binding["metadata"]["namespace"] == "team-a"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}]
+    # Only the cluster-scoped framework rules remain cluster-wide.
+    cluster_role = one(docs, "ClusterRole")
+    assert {resource for _, resource, _ in _rules(cluster_role)} == {"customresourcedefinitions", "clusterkopfpeerings"}
+    (container,) = operator_deployment(docs)["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["operator", "--namespace", "team-a"]
+
+
+def test_namespaced_rbac_without_cluster_rules(helm: str) -> None:
+    docs = render(
+        helm, "--set", "watchNamespace=team-a", "--set", "rbac.crdDiscovery=false", "--set", "peering.enabled=false"
+    )
+    assert not of_kind(docs, "ClusterRole")
+    assert not of_kind(docs, "ClusterRoleBinding")
+    assert of_kind(docs, "Role")
+
+
+# --- peering, replicas, API, CRDs switches -----------------------------------------------------------------------
+
+
+def test_peering_disabled(helm: str) -> None:
+    docs = render(helm, "--set", "peering.enabled=false")
+    assert not of_kind(docs, "ClusterKopfPeering")
+    assert not [d for d in of_kind(docs, "CustomResourceDefinition") if d["spec"]["group"] == "kopf.dev"]
+    assert "clusterkopfpeerings" not in {resource for _, resource, _ in _rules(one(docs, "ClusterRole"))}
+    (container,) = operator_deployment(docs)["spec"]["template"]["spec"]["containers"]
+    assert env_of(container)["OPERATOR_STANDALONE"]["value"] == "true"
+
+
+def test_replicas_need_peering(helm: str) -> None:
+    docs = render(helm, "--set", "replicaCount=2")
+    assert operator_deployment(docs)["spec"]["strategy"]["type"] == "RollingUpdate"
+    result = run_helm(
+        helm, "template", RELEASE, str(CHART), "--set", "replicaCount=2", "--set", "peering.enabled=false", check=False
+    )
+    assert result.returncode != 0
+    assert "replicaCount > 1 needs peering.enabled" in result.stderr
+
+
+def test_api_enabled(helm: str) -> None:
+    docs = render(helm, "--set", "api.enabled=true")
+    api = one(docs, "Deployment", f"{RELEASE}-api")
+    pod = api["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    (container,) = pod["containers"]
+    assert container["args"] == ["api"]
+    assert container["ports"][0]["containerPort"] == 8000
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert env_of(container)["API_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "litemaas-cache", "key": "API_TOKEN"}
+    service = one(docs, "Service", f"{RELEASE}-api")
+    assert service["spec"]["selector"] == api["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    operator_selector = operator_deployment(docs)["spec"]["selector"]["matchLabels"]
+    assert operator_selector != api["spec"]["selector"]["matchLabels"], "the Service must not select the operator"
+
+
+def test_crds_disabled_and_not_kept(helm: str) -> None:
+    docs = render(helm, "--set", "crds.enabled=false")
+    assert {d["spec"]["group"] for d in of_kind(docs, "CustomResourceDefinition")} == {"kopf.dev"}
+    docs = render(helm, "--set", "crds.keep=false")
+    for crd in of_kind(docs, "CustomResourceDefinition"):
+        assert "annotations" not in crd["metadata"]
+
+
+@pytest.mark.parametrize(
+    "typo", ["imag.tag=x", "config.redisPortt=1", "api.service.typ=NodePort", "watchNamespace=Bad_NS"]
+)
+def test_schema_rejects_typos(helm: str, typo: str) -> None:
+    result = run_helm(helm, "template", RELEASE, str(CHART), "--set", typo, check=False)
+    assert result.returncode != 0, f"--set {typo} was accepted"
+    assert "values don't meet the specifications of the schema" in result.stderr
+
+
+# --- values documentation and schema -----------------------------------------------------------------------------
+
+
+def _value_keys(node: Any, prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            path = f"{prefix}{key}"
+            keys.add(path)
+            if isinstance(value, dict) and value:
+                keys |= _value_keys(value, path + ".")
+    return keys
+
+
+def _schema_keys(node: Doc, prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    for key, value in node.get("properties", {}).items():
+        path = f"{prefix}{key}"
+        keys.add(path)
+        keys |= _schema_keys(value, path + ".")
+    return keys
+
+
+def _schema_objects(node: Doc, path: str = "") -> Iterator[tuple[str, Doc]]:
+    if node.get("type") == "object":
+        yield path or "<root>", node
+    for key, value in node.get("properties", {}).items():
+        yield from _schema_objects(value, f"{path}.{key}".lstrip("."))
+    if isinstance(node.get("items"), dict):
+        yield from _schema_objects(node["items"], f"{path}[]")
+
+
+def test_every_object_in_the_schema_is_closed() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    # Helm's own `global`, and affinity terms, which are Kubernetes API types the API server validates.
+    open_ok = {"global", "affinity.nodeAffinity", "affinity.podAffinity", "affinity.podAntiAffinity"}
+    for path, node in _schema_objects(schema):
+        if path in open_ok:
+            continue
+        closed = node.get("additionalProperties")
+        assert closed is False or closed == {"type": "string"}, f"values.schema.json: {path} accepts unknown keys"
+
+
+# Kubernetes types passed through as-is: the schema lists their allowed fields, values.yaml sets only some.
+PASS_THROUGH = ("podSecurityContext.", "securityContext.", "resources.", "api.resources.", "affinity.")
+
+
+def test_schema_and_values_name_the_same_keys() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    value_keys = _value_keys(values)
+    schema_keys = _schema_keys(schema) - {"global"}
+    assert value_keys - schema_keys == set(), "values.yaml keys missing from values.schema.json"
+    undocumented = {key for key in schema_keys - value_keys if not key.startswith(PASS_THROUGH)}
+    assert undocumented == set(), "values.schema.json keys with no default (and no documentation) in values.yaml"
+
+
+def test_every_value_is_documented_with_an_example() -> None:
+    """cert-manager style: every leaf key has a comment block above it with a sentence and a `For example:`.
+
+    A key whose own block has an example may hold a default object (podSecurityContext: ...); its children are
+    documented by that block.
+    """
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    key_line = re.compile(r"^(\s*)([A-Za-z][\w-]*):(.*)$")
+    stack: list[tuple[int, bool]] = []  # (indent, documented-with-example) of the enclosing keys
+    problems = []
+    for number, line in enumerate(lines):
+        match = key_line.match(line)
+        if not match:
+            continue
+        indent, key, rest = len(match.group(1)), match.group(2), match.group(3).strip()
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        block = []
+        cursor = number - 1
+        while cursor >= 0 and lines[cursor].strip().startswith("#"):
+            block.append(lines[cursor].strip())
+            cursor -= 1
+        has_example = any("For example" in comment for comment in block)
+        inside_documented_default = any(documented for _, documented in stack)
+        is_leaf = rest != ""
+        if is_leaf and not inside_documented_default and not (len(block) >= 2 and has_example):
+            problems.append(f"values.yaml:{number + 1}: {key} needs a sentence and a `For example:` above it")
+        stack.append((indent, has_example))
+    assert not problems, "\n".join(problems)
+
+
+# --- CRD copies and plain manifests ------------------------------------------------------------------------------
+
+
+def test_chart_crds_are_a_copy_of_crds() -> None:
+    source = sorted(p.name for p in (ROOT / "crds").glob("*.yaml"))
+    copy = sorted(p.name for p in (CHART / "files" / "crds").glob("*.yaml"))
+    assert source == copy, f"charts/.../files/crds has {copy}, crds/ has {source}"
+    for name in source:
+        assert (CHART / "files" / "crds" / name).read_text() == (ROOT / "crds" / name).read_text(), (
+            f"charts/litemaas-cache-operator/files/crds/{name} differs from crds/{name}; copy crds/ over it"
+        )
+
+
+def test_manifest_crds_are_copies() -> None:
+    for path in (ROOT / "crds").glob("*.yaml"):
+        assert (MANIFESTS / "crds" / path.name).read_text() == path.read_text(), f"manifests/crds/{path.name} differs"
+    peering_chart = [yaml.safe_load(p.read_text()) for p in sorted((CHART / "files" / "peering").glob("*.yaml"))]
+    peering_manifests = [d for d in yaml.safe_load_all((MANIFESTS / "crds" / "kopf-peerings.yaml").read_text()) if d]
+    assert peering_manifests == peering_chart
+
+
+def _normalise(doc: Doc) -> Doc:
+    """Drop what only Helm adds (chart/managed-by labels, hook and keep annotations)."""
+    doc = json.loads(json.dumps(doc))
+    meta = doc["metadata"]
+    for key in HELM_ONLY_LABELS:
+        meta.get("labels", {}).pop(key, None)
+    annotations = {k: v for k, v in meta.get("annotations", {}).items() if not k.startswith("helm.sh/")}
+    if annotations:
+        meta["annotations"] = annotations
+    else:
+        meta.pop("annotations", None)
+    return doc
+
+
+def test_manifests_mirror_the_default_render(helm: str) -> None:
+    kustomization = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
+    listed = kustomization["resources"]
+    assert all((MANIFESTS / path).is_file() for path in listed), "kustomization.yaml lists a missing file"
+    assert "secret.example.yaml" not in listed
+    manifests: dict[tuple[str, str], Doc] = {}
+    for path in listed:
+        for doc in yaml.safe_load_all((MANIFESTS / path).read_text()):
+            if doc:
+                manifests[(doc["kind"], doc["metadata"]["name"])] = doc
+    rendered = {(doc["kind"], doc["metadata"]["name"]): doc for doc in render(helm)}
+    namespace = manifests.pop(("Namespace", NAMESPACE))
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert set(manifests) == set(rendered)
+    for key, doc in rendered.items():
+        if key[0] == "CustomResourceDefinition":
+            assert manifests[key]["spec"] == doc["spec"], f"manifests: {key} spec differs from the chart"
+        else:
+            assert _normalise(manifests[key]) == _normalise(doc), f"manifests: {key} differs from the chart's render"
+
+
+def test_secret_example_has_only_placeholders() -> None:
+    secret = yaml.safe_load((MANIFESTS / "secret.example.yaml").read_text())
+    assert secret["kind"] == "Secret"
+    assert secret["metadata"]["name"] == "litemaas-cache"
+    assert set(secret["stringData"]) <= SECRET_ENV
+    assert "DATABASE_URL" in secret["stringData"]
+    for key, value in secret["stringData"].items():
+        assert "REPLACE_ME" in value, f"secret.example.yaml: {key} is not a placeholder"
+    assert "replace" in (MANIFESTS / "secret.example.yaml").read_text().splitlines()[0].lower()
