@@ -240,19 +240,30 @@ class CacheManager:
         self._count("result:redis:miss")
         token = await redis.try_lock(key, self.settings.stampede_lock_seconds)
         if token is None and redis.available:
-            waited = await self._wait_for_result(key, days)
+            waited, token = await self._wait_for_result(key, days)
             if waited is not None:
                 self._count("result:redis:hit")
                 return Answer(waited, "redis")
         try:
+            if token is not None:
+                # Check again under the lock: the previous holder may have stored the result between our miss and
+                # our lock, and computing it a second time is what the lock is there to prevent.
+                stored = await redis.get_result(key, days)
+                if stored is not None:
+                    self._count("result:redis:hit")
+                    return Answer(stored, "redis")
             return await self._compute_result(kind, key, query, covered, compute)
         finally:
             if token is not None:
                 await redis.unlock(key, token)
             await redis.maybe_flush_stats()
 
-    async def _wait_for_result(self, key: str, days: list[dt.date]) -> Any | None:
-        """Another process holds the lock: poll for its result for a bounded time."""
+    async def _wait_for_result(self, key: str, days: list[dt.date]) -> tuple[Any | None, str | None]:
+        """Another process holds the lock: poll for its result for a bounded time.
+
+        Returns (result, None) when it appears, (None, token) when the lock could be taken over because the holder
+        finished without a readable result (an invalidation overtook it) or its lease ran out, else (None, None).
+        """
         assert self.redis is not None
         deadline = time.monotonic() + self.settings.stampede_wait_seconds
         delay = 0.02
@@ -261,10 +272,13 @@ class CacheManager:
             delay = min(delay * 1.5, 0.25)
             value = await self.redis.get_result(key, days)
             if value is not None:
-                return value
+                return value, None
             if not self.redis.available:
                 break
-        return None
+            token = await self.redis.try_lock(key, self.settings.stampede_lock_seconds)
+            if token is not None:
+                return None, token
+        return None, None
 
     async def _compute_result(
         self,
