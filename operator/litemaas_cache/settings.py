@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     max_range_days: PositiveInt = Field(default=90, validation_alias=AliasChoices("ANALYTICS_MAX_RANGE_DAYS"))
     max_filter_ids: PositiveInt = Field(default=1000, validation_alias="ANALYTICS_MAX_FILTER_IDS")
 
+    operator_retry_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        validation_alias="OPERATOR_RETRY_SECONDS",
+        description="The operator retries a temporarily failed warm or invalidation after this long.",
+    )
+
     api_token: SecretStr | None = Field(
         default=None, validation_alias="API_TOKEN", description="Bearer token the HTTP API requires."
     )

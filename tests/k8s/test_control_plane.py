@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 if TYPE_CHECKING:
-    from conftest import KubeCluster
+    from tests.k8s.conftest import KubeCluster
 
 pytestmark = pytest.mark.k8s
 

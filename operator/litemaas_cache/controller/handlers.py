@@ -34,8 +34,8 @@ WARM_POLICIES, INVALIDATIONS = "cachewarmpolicies", "cacheinvalidations"
 # decorator arguments are evaluated at import time, before any configuration is read.
 WARM_TICK_SECONDS = 5.0
 TTL_CHECK_SECONDS = 15.0
-# A backend that is down is retried after this long (kopf.TemporaryError).
-BACKEND_RETRY_SECONDS = 15.0
+# kopf's backoff for unexpected errors; expected ones (a backend down) retry after OPERATOR_RETRY_SECONDS.
+UNEXPECTED_ERROR_BACKOFF_SECONDS = 30.0
 
 
 @kopf.on.startup()
@@ -63,6 +63,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     memo.exit_stack = contextlib.AsyncExitStack()
     memo.manager = await memo.exit_stack.enter_async_context(CacheManager.open(load_settings()))
     logger.info("cache manager ready (redis %s)", "enabled" if memo.manager.redis else "disabled")
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In-cluster service account, else the kubeconfig that KUBECONFIG names when the operator starts."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 
 @kopf.on.cleanup()
@@ -103,7 +109,7 @@ async def warm(
         if exc.permanent:
             kopf.event(body, type="Warning", reason="InvalidSpec", message=str(exc))
             raise kopf.PermanentError(str(exc)) from None
-        raise kopf.TemporaryError(str(exc), delay=BACKEND_RETRY_SECONDS) from None
+        raise kopf.TemporaryError(str(exc), delay=memo.manager.settings.operator_retry_seconds) from None
     patch.status.update(outcome.status)
     for type_, reason, message in outcome.events:
         kopf.event(body, type=type_, reason=reason, message=message)
@@ -116,7 +122,7 @@ def invalidation_start(status: kopf.Status, meta: kopf.Meta, patch: kopf.Patch, 
         patch.status.update(running_status(meta.get("generation")))
 
 
-@kopf.on.create(GROUP, VERSION, INVALIDATIONS, id="purge", backoff=BACKEND_RETRY_SECONDS)  # type: ignore[arg-type]
+@kopf.on.create(GROUP, VERSION, INVALIDATIONS, id="purge", backoff=UNEXPECTED_ERROR_BACKOFF_SECONDS)  # type: ignore[arg-type]
 async def invalidation_purge(
     body: kopf.Body,
     spec: kopf.Spec,
@@ -146,7 +152,7 @@ async def invalidation_purge(
         raise kopf.PermanentError(str(exc)) from None
     except (InvalidationIncomplete, CacheError) as exc:
         patch.status["message"] = f"retrying: {exc}"
-        raise kopf.TemporaryError(str(exc), delay=BACKEND_RETRY_SECONDS) from None
+        raise kopf.TemporaryError(str(exc), delay=memo.manager.settings.operator_retry_seconds) from None
     patch.status.update(outcome.status)
     kopf.event(body, type="Normal", reason="Purged", message=outcome.status["message"])
 

@@ -89,7 +89,7 @@ async def run_invalidation(
     if not report.complete:
         raise InvalidationIncomplete(f"redis {report.redis_status}; will retry")
     message = (
-        f"purged {spec.range}: {report.days_purged} days, {report.keys_deleted} redis keys"
+        f"purged {spec.range}: {report.days_purged} cached days, {report.keys_deleted} redis keys"
         f" (tiers: {', '.join(report.tiers)})"
     )
     if spec.rewarm:
@@ -101,7 +101,9 @@ async def run_invalidation(
         {
             "phase": "Succeeded",
             "keysDeleted": report.keys_deleted,
-            "daysPurged": report.days_purged,
+            # Days invalidated (their versions bumped), not only those that held data: a retried purge
+            # (say, after a restart) reports the same number as a first-time one.
+            "daysPurged": report.versions_bumped if "postgres" in report.tiers else spec.range.days,
             "completionTime": timestamp(now),
             "message": message,
             "observedGeneration": generation,

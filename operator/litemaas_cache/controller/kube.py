@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -12,7 +13,8 @@ def _api() -> client.CustomObjectsApi:
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
-        config.load_kube_config()  # type: ignore[no-untyped-call]
+        # KUBECONFIG is read now, not when the kubernetes package was imported.
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))  # type: ignore[no-untyped-call]
     return client.CustomObjectsApi()
 
 

@@ -1,0 +1,474 @@
+"""The operator end to end: kopf (KopfRunner, and the real `litemaas-cache operator` process) against the local
+kube-apiserver, with real PostgreSQL and a private redis-server that tests stop and restart."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import pytest_asyncio
+import redis
+import yaml
+from kopf.testing import KopfRunner
+
+from litemaas_cache.dates import DateRange, utc_today
+from litemaas_cache.filters import build_query
+from litemaas_cache.manager import CacheManager
+from litemaas_cache.settings import load_settings
+from tests.conftest import REPO_ROOT, create_database, drop_database
+from tests.k8s.conftest import KubeCluster
+from tests.support.redis_server import RedisServer, free_port
+
+pytestmark = pytest.mark.k8s
+
+LITEMAAS_CLI = Path(os.environ.get("VIRTUAL_ENV", REPO_ROOT / ".venv")) / "bin" / "litemaas-cache"
+WAIT_SECONDS = 90.0
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = WAIT_SECONDS, every: float = 0.5) -> Any:
+    """Poll `probe` until it returns something truthy; fail naming `what` (and the last value) on timeout."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"gave up after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
+
+
+def http_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200
+        return json.loads(response.read())
+
+
+def get(cluster: KubeCluster, kind: str, name: str, namespace: str) -> dict[str, Any]:
+    return json.loads(cluster.run("get", kind, name, "-n", namespace, "-o", "json").stdout)  # type: ignore[no-any-return]
+
+
+def condition(obj: dict[str, Any], type_: str) -> str | None:
+    for cond in obj.get("status", {}).get("conditions", []):
+        if cond["type"] == type_:
+            return str(cond["status"])
+    return None
+
+
+def apply(cluster: KubeCluster, doc: dict[str, Any], check: bool = True) -> subprocess.CompletedProcess[str]:
+    return cluster.run("apply", "-f", "-", input=yaml.safe_dump(doc), check=check)
+
+
+def warm_policy(name: str, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "cache.litemaas.io/v1alpha1",
+        "kind": "CacheWarmPolicy",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def invalidation(name: str, namespace: str, start: dt.date, end: dt.date, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "cache.litemaas.io/v1alpha1",
+        "kind": "CacheInvalidation",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"startDate": start.isoformat(), "endDate": end.isoformat(), **spec},
+    }
+
+
+# -- fixtures -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def crds(kube_cluster: KubeCluster) -> None:
+    kube_cluster.run("apply", "-f", str(REPO_ROOT / "crds"))
+    for crd in ("cachewarmpolicies.cache.litemaas.io", "cacheinvalidations.cache.litemaas.io"):
+        kube_cluster.run("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+
+
+@pytest.fixture(scope="module")
+def operator_db(seeded_dsn: str) -> Iterator[str]:
+    dsn = create_database(seeded_dsn)
+    yield dsn
+    drop_database(dsn)
+
+
+@pytest.fixture(scope="module")
+def operator_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with RedisServer(tmp_path_factory.mktemp("operator-redis")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def operator_env(kube_cluster: KubeCluster, operator_db: str, operator_redis: RedisServer) -> dict[str, str]:
+    """The environment the operator runs with (and tests use to open their own manager on the same data)."""
+    return {
+        "DATABASE_URL": operator_db,
+        "REDIS_URL": operator_redis.url,
+        "REDIS_KEY_PREFIX": f"e2e:{uuid.uuid4().hex[:8]}:",
+        "REDIS_BREAKER_RESET_SECONDS": "0.5",
+        "OPERATOR_RETRY_SECONDS": "1",
+        "KUBECONFIG": str(kube_cluster.kubeconfig),
+    }
+
+
+@pytest.fixture(scope="module")
+def liveness_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def kopf_runner(crds: None, operator_env: dict[str, str], liveness_port: int) -> Iterator[KopfRunner]:
+    """One operator (kopf in a thread) for the module, watching the test namespaces `t-*`."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in operator_env.items():
+            mp.setenv(key, value)
+        args = [
+            "run",
+            "-m",
+            "litemaas_cache.controller.handlers",
+            "--standalone",
+            "--namespace=t-*",
+            f"--liveness=http://127.0.0.1:{liveness_port}/healthz",
+        ]
+        with KopfRunner(args, reraise=True, timeout=60) as runner:
+            yield runner
+    assert runner.exception is None, runner.output
+
+
+@pytest_asyncio.fixture
+async def manager(operator_env: dict[str, str]) -> AsyncIterator[CacheManager]:
+    """A manager on the operator's database and Redis prefix (like an application instance)."""
+    settings = load_settings(
+        database_url=operator_env["DATABASE_URL"],
+        redis_url=operator_env["REDIS_URL"],
+        redis_key_prefix=operator_env["REDIS_KEY_PREFIX"],
+        redis_breaker_reset_seconds=0.5,
+    )
+    async with CacheManager.open(settings) as m:
+        yield m
+
+
+# -- tests ----------------------------------------------------------------------------------------------------
+
+
+async def test_sample_policy_becomes_ready_with_status_equal_to_cache_stats(
+    kube_cluster: KubeCluster, kopf_runner: KopfRunner, k8s_namespace: str, manager: CacheManager, liveness_port: int
+) -> None:
+    sample = yaml.safe_load((REPO_ROOT / "manifests/samples/cachewarmpolicy.yaml").read_text())
+    sample["metadata"]["namespace"] = k8s_namespace
+    sample["spec"]["interval"] = "1m"  # the sample warms every 10m; two intervals must pass within the test
+    apply(kube_cluster, sample)
+    name = sample["metadata"]["name"]
+    try:
+        policy = wait_for(
+            "the sample CacheWarmPolicy to be Ready with keysWarmed > 0",
+            lambda: (
+                (p := get(kube_cluster, "cwp", name, k8s_namespace))
+                and condition(p, "Ready") == "True"
+                and p["status"].get("keysWarmed", 0) > 0
+                and p
+            ),
+            timeout=120,  # "within two warm intervals"
+        )
+        status = policy["status"]
+        assert status["observedGeneration"] == policy["metadata"]["generation"]
+        assert condition(policy, "RedisAvailable") == "True"
+        assert condition(policy, "Degraded") == "False"
+        assert status["daysWarmed"] == 60  # last-7-days and last-30-days with their previous periods
+        for cond in status["conditions"]:
+            assert {"type", "status", "reason", "message", "observedGeneration", "lastTransitionTime"} <= cond.keys()
+
+        stats = await manager.stats()
+        assert status["keyCount"] == stats["redis"]["keyCount"]
+        assert status["hitRate"] == f"{stats['hitRate']:.1f}%"
+
+        table = kube_cluster.run("get", "cwp", "-n", k8s_namespace).stdout
+        header = table.splitlines()[0].split()
+        assert header == ["NAME", "INTERVAL", "LAST", "WARM", "KEYS", "HIT", "RATE", "READY", "AGE"], table
+        assert "True" in table.splitlines()[1]
+
+        assert http_json(f"http://127.0.0.1:{liveness_port}/healthz")["redis"] == "closed"
+
+        # A repeated query from an application instance is now a Redis hit.
+        today = utc_today()
+        query = build_query((today - dt.timedelta(days=6)).isoformat(), today.isoformat(), max_days=90, max_ids=10)
+        assert (await manager.analytics(query)).tier == "redis"
+
+        # A spec change takes effect at once: a new range is warmed without waiting for the interval.
+        patch = {"spec": {"ranges": [{"preset": "yesterday"}]}}
+        kube_cluster.run("patch", "cwp", name, "-n", k8s_namespace, "--type=merge", "-p", json.dumps(patch))
+        changed = wait_for(
+            "the changed spec to be warmed",
+            lambda: (
+                (p := get(kube_cluster, "cwp", name, k8s_namespace))
+                and p["status"].get("observedGeneration") == p["metadata"]["generation"]
+                and p
+            ),
+            timeout=30,
+        )
+        assert changed["status"]["daysWarmed"] == 2
+    finally:
+        kube_cluster.run("delete", "cwp", name, "-n", k8s_namespace, "--wait=false", check=False)
+
+
+async def test_invalidation_purges_exactly_its_days(
+    kube_cluster: KubeCluster,
+    kopf_runner: KopfRunner,
+    k8s_namespace: str,
+    manager: CacheManager,
+    operator_env: dict[str, str],
+) -> None:
+    today = utc_today()
+    warmed = DateRange(today - dt.timedelta(days=20), today - dt.timedelta(days=14))
+    purged = DateRange(today - dt.timedelta(days=18), today - dt.timedelta(days=17))
+    await manager.warm([warmed])
+
+    def versions() -> dict[dt.date, tuple[int, bool]]:
+        with psycopg.connect(operator_env["DATABASE_URL"]) as conn:
+            rows = conn.execute(
+                "SELECT day, version, aggregates IS NOT NULL FROM litemaas_cache.daily_usage"
+                " WHERE day BETWEEN %s AND %s",
+                (warmed.start, warmed.end),
+            ).fetchall()
+        return {day: (version, cached) for day, version, cached in rows}
+
+    before = versions()
+    assert len(before) == warmed.days
+    assert all(cached for _, cached in before.values())
+    client = redis.Redis.from_url(operator_env["REDIS_URL"])
+    prefix = operator_env["REDIS_KEY_PREFIX"]
+    assert all(client.exists(f"{prefix}day:{d.isoformat()}") for d in warmed)
+
+    apply(kube_cluster, invalidation("purge-two-days", k8s_namespace, purged.start, purged.end))
+    done = wait_for(
+        "the CacheInvalidation to succeed",
+        lambda: (
+            (o := get(kube_cluster, "cinv", "purge-two-days", k8s_namespace))
+            and o.get("status", {}).get("phase") == "Succeeded"
+            and o
+        ),
+    )
+    assert done["status"]["daysPurged"] == 2
+    assert done["status"]["keysDeleted"] >= 3  # two day entries and at least the warmed analytics result
+    assert done["status"]["startTime"] <= done["status"]["completionTime"]
+
+    after = versions()
+    for day in warmed:
+        if day in purged:
+            assert after[day] == (before[day][0] + 1, False), day
+            assert not client.exists(f"{prefix}day:{day.isoformat()}")
+        else:
+            assert after[day] == before[day], day
+            assert client.exists(f"{prefix}day:{day.isoformat()}")
+
+    query = build_query(warmed.start.isoformat(), warmed.end.isoformat(), max_days=90, max_ids=10)
+    answer = await manager.analytics(query)
+    assert answer.tier == "source"  # recomputed from LiteLLM's table
+    assert all(cached for _, cached in versions().values())
+
+    table = kube_cluster.run("get", "cinv", "-n", k8s_namespace).stdout
+    assert table.splitlines()[0].split() == ["NAME", "START", "END", "PHASE", "KEYS", "DELETED", "AGE"], table
+    assert "Succeeded" in table
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        (
+            invalidation("backwards", "{ns}", dt.date(2026, 3, 2), dt.date(2026, 3, 1)),
+            "endDate must not be before startDate",
+        ),
+        (
+            invalidation("too-long", "{ns}", dt.date(2025, 1, 1), dt.date(2026, 1, 2)),
+            "at most 366 days",
+        ),
+        (warm_policy("bad-preset", "{ns}", {"ranges": [{"preset": "last-week"}]}), 'Unsupported value: "last-week"'),
+        (
+            warm_policy("too-often", "{ns}", {"ranges": [{"preset": "today"}], "interval": "30s"}),
+            "interval must be at least 1m",
+        ),
+        (
+            warm_policy("backwards-range", "{ns}", {"ranges": [{"start": "2026-02-02", "end": "2026-02-01"}]}),
+            "end",
+        ),
+    ],
+    ids=["end-before-start", "over-366-days", "unknown-preset", "interval-under-1m", "range-end-before-start"],
+)
+def test_api_server_rejects_invalid_resources(
+    kube_cluster: KubeCluster, crds: None, k8s_namespace: str, doc: dict[str, Any], message: str
+) -> None:
+    doc = json.loads(json.dumps(doc).replace("{ns}", k8s_namespace))
+    result = apply(kube_cluster, doc, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+
+
+def test_invalidation_spec_is_immutable(kube_cluster: KubeCluster, crds: None) -> None:
+    namespace = f"x-{uuid.uuid4().hex[:10]}"  # not watched by the operator
+    kube_cluster.run("create", "namespace", namespace)
+    apply(kube_cluster, invalidation("fixed", namespace, dt.date(2020, 1, 1), dt.date(2020, 1, 2)))
+    edit = kube_cluster.run(
+        "patch", "cinv", "fixed", "-n", namespace, "--type=merge", "-p", '{"spec":{"rewarm":true}}', check=False
+    )
+    assert edit.returncode != 0
+    assert "spec is immutable" in edit.stderr, edit.stderr
+
+
+async def test_redis_down_sets_condition_and_warming_fills_postgres(
+    kube_cluster: KubeCluster,
+    kopf_runner: KopfRunner,
+    k8s_namespace: str,
+    manager: CacheManager,
+    operator_env: dict[str, str],
+    operator_redis: RedisServer,
+) -> None:
+    today = utc_today()
+    days = DateRange(today - dt.timedelta(days=38), today - dt.timedelta(days=36))
+    await manager.invalidate(DateRange(days.previous().start, days.end), ("postgres", "redis"))
+    policy = warm_policy(
+        "while-redis-is-down",
+        k8s_namespace,
+        {"ranges": [{"start": days.start.isoformat(), "end": days.end.isoformat()}], "interval": "1m"},
+    )
+
+    def cached_days() -> int:
+        with psycopg.connect(operator_env["DATABASE_URL"]) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM litemaas_cache.daily_usage"
+                " WHERE day BETWEEN %s AND %s AND aggregates IS NOT NULL",
+                (days.start, days.end),
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    assert cached_days() == 0
+    operator_redis.stop()
+    try:
+        apply(kube_cluster, policy)
+        down = wait_for(
+            "RedisAvailable=False after warming with redis stopped",
+            lambda: (
+                (p := get(kube_cluster, "cwp", policy["metadata"]["name"], k8s_namespace))
+                and condition(p, "RedisAvailable") == "False"
+                and p
+            ),
+        )
+        assert condition(down, "Ready") == "True"
+        assert condition(down, "Degraded") == "True"
+        assert down["status"]["daysWarmed"] == 6
+        assert cached_days() == days.days  # warming went on into PostgreSQL
+    finally:
+        operator_redis.start()
+
+    intervals = iter(["2m", "1m"] * 30)
+
+    def recovered() -> dict[str, Any] | None:
+        p = get(kube_cluster, "cwp", policy["metadata"]["name"], k8s_namespace)
+        if condition(p, "RedisAvailable") == "True":
+            return p
+        # A spec change makes the policy due at once; keep nudging until the breaker has closed.
+        patch = {"spec": {"interval": next(intervals)}}
+        kube_cluster.run(
+            "patch", "cwp", policy["metadata"]["name"], "-n", k8s_namespace, "--type=merge", "-p", json.dumps(patch)
+        )
+        return None
+
+    back = wait_for("RedisAvailable=True after redis came back", recovered, every=2.0)
+    assert condition(back, "Degraded") == "False"
+    assert back["status"]["keysWarmed"] > 0
+    kube_cluster.run("delete", "cwp", policy["metadata"]["name"], "-n", k8s_namespace, "--wait=false", check=False)
+
+
+def test_operator_killed_mid_invalidation_completes_once_after_restart(
+    kube_cluster: KubeCluster, crds: None, operator_env: dict[str, str], tmp_path: Path
+) -> None:
+    namespace = f"k-{uuid.uuid4().hex[:10]}"
+    kube_cluster.run("create", "namespace", namespace)
+    redis_server = RedisServer(tmp_path / "redis")  # not started: the purge cannot finish yet
+    env = {
+        **os.environ,
+        **operator_env,
+        "REDIS_URL": redis_server.url,
+        "REDIS_KEY_PREFIX": f"kill:{uuid.uuid4().hex[:8]}:",
+    }
+
+    def start_operator() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                str(LITEMAAS_CLI),
+                "operator",
+                "--standalone",
+                "--namespace",
+                namespace,
+                "--liveness",
+                f"http://127.0.0.1:{free_port()}/healthz",
+            ],
+            env=env,
+            stdout=(tmp_path / "operator.log").open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+
+    today = utc_today()
+    name = "interrupted"
+    first = start_operator()
+    try:
+        apply(kube_cluster, invalidation(name, namespace, today - dt.timedelta(days=3), today - dt.timedelta(days=2)))
+        running = wait_for(
+            "the invalidation to be Running and retrying while redis is unreachable",
+            lambda: (
+                (o := get(kube_cluster, "cinv", name, namespace))
+                and o.get("status", {}).get("phase") == "Running"
+                and "retrying" in o["status"].get("message", "")
+                and o
+            ),
+        )
+        assert running["status"]["startTime"]
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+
+    redis_server.start()
+    second = start_operator()
+    try:
+        done = wait_for(
+            "the invalidation to complete after the operator restarted",
+            lambda: (
+                (o := get(kube_cluster, "cinv", name, namespace))
+                and o.get("status", {}).get("phase") == "Succeeded"
+                and o
+            ),
+        )
+        assert done["status"]["daysPurged"] == 2
+        assert done["status"]["startTime"] == running["status"]["startTime"]  # resumed, not restarted
+        time.sleep(3)  # give a duplicate run the chance to show up
+
+        events = json.loads(
+            kube_cluster.run(
+                "get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}", "-o", "json"
+            ).stdout
+        )["items"]
+        purged = [e for e in events if e["reason"] == "Purged"]
+        assert len(purged) == 1, purged
+        assert purged[0].get("count", 1) == 1, purged
+        assert get(kube_cluster, "cinv", name, namespace)["status"]["phase"] == "Succeeded"
+    finally:
+        second.send_signal(signal.SIGTERM)
+        try:
+            second.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            second.kill()
+        redis_server.stop()
+    log = (tmp_path / "operator.log").read_text()
+    assert "Traceback" not in log, log[-3000:]
+    assert operator_env["DATABASE_URL"].split("@")[0] not in log  # no credentials in the log
