@@ -99,3 +99,40 @@ async def manager(fresh_dsn: str, key_prefix: str) -> AsyncIterator[CacheManager
         yield m
         if m.redis is not None:
             await m.redis.delete_all()
+
+
+# --- Databases of a test's own: brand-new empty ones, or copies of the seeded one shared by a module ----------
+
+
+def create_database(template_dsn: str | None = None) -> str:
+    """CREATE DATABASE (empty, or a copy of `template_dsn`'s database) and return its DSN; see drop_database."""
+    name = f"litemaas_t_{uuid.uuid4().hex[:12]}"
+    template = f" TEMPLATE {urlsplit(template_dsn).path.lstrip('/')}" if template_dsn else ""
+    _admin(f"CREATE DATABASE {name}{template}")
+    return with_database(base_dsn(), name)
+
+
+def drop_database(dsn: str) -> None:
+    _admin(f"DROP DATABASE IF EXISTS {urlsplit(dsn).path.lstrip('/')} WITH (FORCE)")
+
+
+@pytest.fixture
+def make_empty_dsn() -> Iterator[Callable[[], str]]:
+    """Factory of brand-new empty databases (no schema, no tables), dropped after the test."""
+    created: list[str] = []
+
+    def make() -> str:
+        created.append(create_database())
+        return created[-1]
+
+    yield make
+    for dsn in created:
+        drop_database(dsn)
+
+
+@pytest.fixture(scope="module")
+def module_dsn(seeded_dsn: str) -> Iterator[str]:
+    """A copy of the seeded database shared by the tests of one module (they may fill the cache tables)."""
+    dsn = create_database(seeded_dsn)
+    yield dsn
+    drop_database(dsn)
