@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any, TypeVar
 
@@ -142,18 +143,20 @@ def analytics(
             max_days=manager.settings.max_range_days,
             max_ids=manager.settings.max_filter_ids,
         )
+        started = time.perf_counter()
         if by is None:
             answer = await manager.analytics(query)
         else:
             page_spec = Page(page, page_size, sort_by, not ascending)
             answer = await manager.breakdown(_dimension(by), query, page_spec)
+        took = f"{answer.tier} in {(time.perf_counter() - started) * 1000:.1f} ms"
         if as_json:
             _print_json(answer.value)
-            err.print(f"tier: {answer.tier}", markup=False, highlight=False)
+            err.print(f"tier: {took}", markup=False, highlight=False)
         elif by is None:
-            _print_analytics(answer.value, answer.tier)
+            _print_analytics(answer.value, took)
         else:
-            _print_breakdown(answer.value, answer.tier)
+            _print_breakdown(answer.value, took)
 
     _manager_call(go)
 
