@@ -136,3 +136,72 @@ def module_dsn(seeded_dsn: str) -> Iterator[str]:
     dsn = create_database(seeded_dsn)
     yield dsn
     drop_database(dsn)
+
+
+# --- Redis tier: the local Redis Cluster, standalone/cluster parametrization, managers, raw clients -----------
+
+import subprocess  # noqa: E402
+from collections.abc import Awaitable  # noqa: E402
+from contextlib import AsyncExitStack  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from redis.asyncio import Redis  # noqa: E402
+from redis.asyncio.cluster import RedisCluster  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+REDIS_CLUSTER_SCRIPT = REPO_ROOT / "scripts" / "redis-cluster.sh"
+REDIS_TARGETS = ["standalone", pytest.param("cluster", marks=pytest.mark.cluster)]
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> str:
+    """The URL of the local 3-primary Redis Cluster (scripts/redis-cluster.sh up); fails the test if it cannot start."""
+    try:
+        proc = subprocess.run(
+            ["bash", str(REDIS_CLUSTER_SCRIPT), "up"], capture_output=True, text=True, timeout=120, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{REDIS_CLUSTER_SCRIPT} up did not finish within 120s: {exc.stderr!r}")
+    if proc.returncode != 0 or not proc.stdout.strip():
+        pytest.fail(
+            f"could not start the local Redis Cluster ({REDIS_CLUSTER_SCRIPT} up exited {proc.returncode}):\n"
+            f"{proc.stderr[-3000:]}"
+        )
+    return proc.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(params=REDIS_TARGETS)
+def redis_target(request: pytest.FixtureRequest) -> dict[str, object]:
+    """Settings overrides selecting standalone Redis (REDIS_URL) or the local Redis Cluster."""
+    if request.param == "cluster":
+        return {"redis_cluster": True, "redis_url": request.getfixturevalue("redis_cluster_url")}
+    return {"redis_cluster": False, "redis_url": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")}
+
+
+@pytest_asyncio.fixture
+async def open_manager(key_prefix: str) -> AsyncIterator[Callable[..., Awaitable[CacheManager]]]:
+    """Factory `await open_manager(dsn, **overrides)` of managers (own pools each, like separate processes)
+    on the test's key prefix; all are closed and the prefix's keys removed at the end."""
+    opened: list[CacheManager] = []
+    async with AsyncExitStack() as stack:
+
+        async def open_(dsn: str, **overrides: object) -> CacheManager:
+            overrides.setdefault("redis_key_prefix", key_prefix)
+            manager = await stack.enter_async_context(CacheManager.open(make_settings(dsn, **overrides)))
+            opened.append(manager)
+            return manager
+
+        yield open_
+        for m in opened:  # one reachable manager is enough to remove the prefix's keys
+            if m.redis is not None and m.redis.available:
+                await m.redis.delete_all()
+                break
+
+
+@pytest_asyncio.fixture
+async def redis_client(redis_target: dict[str, object]) -> AsyncIterator[Redis | RedisCluster]:
+    """A plain redis-py client on the `redis_target` (to inspect TTLs or plant values)."""
+    url = str(redis_target["redis_url"])
+    client: Redis | RedisCluster = RedisCluster.from_url(url) if redis_target["redis_cluster"] else Redis.from_url(url)
+    yield client
+    await client.aclose()

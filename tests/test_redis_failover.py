@@ -1,0 +1,319 @@
+"""Redis going away: answers stay correct (from PostgreSQL), nothing raises, the breaker opens and closes again,
+and no stale entry is served after an invalidation Redis missed. Each test runs a redis-server of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psycopg
+import pytest
+import pytest_asyncio
+
+from litemaas_cache.analytics import Page
+from litemaas_cache.dates import DateRange, utc_today
+from litemaas_cache.filters import AnalyticsQuery, build_query
+from litemaas_cache.manager import Answer, CacheManager
+from litemaas_cache.redis_tier.breaker import BreakerState
+
+OpenManager = Callable[..., Awaitable[CacheManager]]
+CLI = str(Path(__file__).resolve().parent.parent / ".venv" / "bin" / "litemaas-cache")
+SOURCE = '"LiteLLM_DailyUserSpend"'
+# Quick failure detection for tests: short timeouts, a fast first probe.
+FAST = {"redis_socket_timeout": 0.25, "redis_breaker_reset_seconds": 0.2}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_until(what: str, condition: Callable[[], bool | Awaitable[bool]], seconds: float = 15.0) -> float:
+    """Poll `condition` until it holds; fail naming `what` after `seconds`. Returns the time waited."""
+    started = time.monotonic()
+    while True:
+        result = condition()
+        if result if isinstance(result, bool) else await result:
+            return time.monotonic() - started
+        if time.monotonic() - started > seconds:
+            pytest.fail(f"waited {seconds}s for {what}")
+        await asyncio.sleep(0.05)
+
+
+class RedisServer:
+    """A redis-server of the test's own on a spare loopback port (no automatic snapshots)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = _free_port()
+        self.dir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def start(self) -> None:
+        """Start (or restart on the same port; an RDB saved by `shutdown_save` is loaded) and wait for PONG."""
+        log = open(self.dir / "redis.log", "ab")  # noqa: SIM115 (kept open for the child's lifetime)
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+                "--dbfilename",
+                "dump.rdb",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + 10
+        while not self._ping():
+            if self.proc.poll() is not None:
+                pytest.fail(f"redis-server on port {self.port} exited: {(self.dir / 'redis.log').read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"waited 10s for redis-server to answer PING on port {self.port}")
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        """SIGKILL: the connection drops, nothing is saved."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+    def shutdown_save(self) -> None:
+        """Stop after writing an RDB, so the next start comes back with today's keys (a persistent Redis)."""
+        assert self.proc is not None
+        subprocess.run(["redis-cli", "-p", str(self.port), "shutdown", "save"], capture_output=True, timeout=10)
+        self.proc.wait(timeout=10)
+
+    def pause(self) -> None:
+        """SIGSTOP: the port still accepts connections, but nothing answers (a hung server)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def _query(days: DateRange, **filters: list[str]) -> AnalyticsQuery:
+    return build_query(days.start, days.end, max_days=90, max_ids=1000, **filters)
+
+
+async def _sql(dsn: str, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        cur = await conn.execute(query.encode(), params)
+        return await cur.fetchall() if cur.description else []
+
+
+async def _source_requests(dsn: str, days: DateRange) -> int:
+    rows = await _sql(
+        dsn,
+        f"SELECT coalesce(sum(api_requests), 0) FROM {SOURCE} WHERE date BETWEEN %s AND %s",
+        (days.start.isoformat(), days.end.isoformat()),
+    )
+    return int(rows[0][0])
+
+
+@pytest_asyncio.fixture
+async def queries() -> AsyncIterator[list[Callable[[CacheManager], Awaitable[Answer]]]]:
+    today = utc_today()
+    last30 = _query(DateRange(today - dt.timedelta(days=29), today))
+    week = _query(DateRange(today - dt.timedelta(days=13), today - dt.timedelta(days=7)), model_ids=["gpt-4o"])
+    yield [
+        lambda m: m.analytics(last30),
+        lambda m: m.analytics(week),
+        lambda m: m.breakdown("user", last30, Page(1, 10)),
+    ]
+
+
+async def test_redis_killed_mid_test_then_restarted(
+    fresh_dsn: str,
+    redis_server: RedisServer,
+    open_manager: OpenManager,
+    queries: list[Callable[[CacheManager], Awaitable[Answer]]],
+) -> None:
+    manager = await open_manager(fresh_dsn, redis_url=redis_server.url, **FAST)
+    assert manager.redis is not None
+    before = [(await q(manager)).value for q in queries]
+    assert [(await q(manager)).tier for q in queries] == ["redis"] * 3
+    today = utc_today()
+    assert before[0]["totalRequests"] == await _source_requests(fresh_dsn, DateRange(today - dt.timedelta(29), today))
+
+    redis_server.kill()
+    started = time.monotonic()
+    during = [await q(manager) for q in queries]
+    assert [a.value for a in during] == before, "PostgreSQL answers exactly what Redis did"
+    assert {a.tier for a in during} == {"postgres"}
+    assert time.monotonic() - started < 10, "a dead Redis only costs bounded timeouts"
+    assert manager.redis.breaker.state is BreakerState.OPEN
+    stats = await manager.stats()
+    assert stats["redis"]["available"] is False
+    assert stats["redis"]["breaker"] == "open"
+    assert stats["counterScope"] == "process"
+    report = await manager.invalidate(DateRange(today - dt.timedelta(days=3), today - dt.timedelta(days=3)))
+    assert (report.redis_status, report.complete, report.days_purged) == ("unavailable", False, 1)
+    # while the breaker is open, calls fail fast: no Redis round trip at all
+    started = time.monotonic()
+    assert [(await q(manager)).value for q in queries] == before
+    assert time.monotonic() - started < 2
+
+    redis_server.start()
+    waited = await wait_until(
+        "the breaker to close after redis-server came back", lambda: manager.redis.available if manager.redis else False
+    )
+    assert waited < 15
+    assert manager.redis.breaker.state is BreakerState.CLOSED
+    computations = manager.local_counters["computations"]
+    refill = [await q(manager) for q in queries]  # the restarted Redis is empty
+    assert [a.value for a in refill] == before
+    assert refill[0].tier == "postgres"
+    assert manager.local_counters["computations"] == computations + 3
+    again = [await q(manager) for q in queries]
+    assert [a.tier for a in again] == ["redis"] * 3
+    assert [a.value for a in again] == before
+    stats = await manager.stats()
+    assert stats["redis"]["available"] is True
+    assert stats["counterScope"] == "shared"
+
+
+async def test_hung_redis_times_out_and_recovers(
+    fresh_dsn: str,
+    redis_server: RedisServer,
+    open_manager: OpenManager,
+    queries: list[Callable[[CacheManager], Awaitable[Answer]]],
+) -> None:
+    manager = await open_manager(fresh_dsn, redis_url=redis_server.url, **FAST)
+    assert manager.redis is not None
+    before = [(await q(manager)).value for q in queries]
+    redis_server.pause()
+    try:
+        started = time.monotonic()
+        assert [(await q(manager)).value for q in queries] == before
+        assert time.monotonic() - started < 10
+        assert manager.redis.breaker.state is BreakerState.OPEN
+    finally:
+        redis_server.resume()
+    await wait_until("the breaker to close after SIGCONT", lambda: manager.redis.available if manager.redis else False)
+    assert [(await q(manager)).value for q in queries] == before
+    assert [(await q(manager)).tier for q in queries] == ["redis"] * 3
+
+
+async def test_invalidation_missed_by_redis_is_repaired_on_reconnect(
+    fresh_dsn: str,
+    redis_server: RedisServer,
+    open_manager: OpenManager,
+) -> None:
+    """Redis is briefly unreachable (too briefly to open the breaker) exactly while a day is invalidated, and comes
+    back with its old keys (persistence). The manager must re-sync the versions from PostgreSQL before trusting
+    Redis again, or it would serve the result computed before the change."""
+    manager = await open_manager(fresh_dsn, redis_url=redis_server.url, redis_breaker_failures=10, **FAST)
+    assert manager.redis is not None
+    today = utc_today()
+    days = DateRange(today - dt.timedelta(days=12), today - dt.timedelta(days=6))
+    query = _query(days)
+    old = await manager.analytics(query)
+    assert (await manager.analytics(query)).tier == "redis"
+    changed = days.start + dt.timedelta(days=2)
+
+    redis_server.shutdown_save()
+    await _sql(
+        fresh_dsn,
+        f"UPDATE {SOURCE} SET api_requests = api_requests + 1000 WHERE id = "
+        f"(SELECT id FROM {SOURCE} WHERE date = %s ORDER BY id LIMIT 1)",
+        (changed.isoformat(),),
+    )
+    report = await manager.invalidate(DateRange(changed, changed))
+    assert (report.redis_status, report.complete, report.days_purged) == ("unavailable", False, 1)
+    assert manager.redis.breaker.state is BreakerState.CLOSED, "too few failures to open the breaker"
+    redis_server.start()  # loads the RDB: the old result and the old version mirror are back
+
+    answer = await manager.analytics(query)
+    assert answer.value["totalRequests"] == old.value["totalRequests"] + 1000
+    assert answer.value["totalRequests"] == await _source_requests(fresh_dsn, days)
+    assert (await manager.analytics(query)).value == answer.value
+
+
+def _run_cli(env: dict[str, str], *args: str) -> tuple[str, str]:
+    proc = subprocess.run([CLI, *args], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 0, f"litemaas-cache {' '.join(args)} exited {proc.returncode}: {proc.stderr}"
+    return proc.stdout, proc.stderr
+
+
+async def test_every_cli_command_works_with_nothing_listening_on_the_redis_port(fresh_dsn: str) -> None:
+    dead = f"redis://127.0.0.1:{_free_port()}/0"
+    env = {k: v for k, v in os.environ.items() if k not in ("LITELLM_DATABASE_URL", "REDIS_CLUSTER")}
+    env.update(DATABASE_URL=fresh_dsn, REDIS_URL=dead, REDIS_KEY_PREFIX="dead:")
+    today = utc_today()
+    days = DateRange(today - dt.timedelta(days=29), today)
+    expected = await _source_requests(fresh_dsn, days)
+    started = time.monotonic()
+
+    out, _ = await asyncio.to_thread(_run_cli, env, "migrate")
+    assert "up to date" in out or "applied" in out
+    analytics_args = ("analytics", "--start", str(days.start), "--end", str(days.end), "--json")
+    out, err = await asyncio.to_thread(_run_cli, env, *analytics_args)
+    assert orjson.loads(out)["totalRequests"] == expected
+    assert "tier: source" in err
+    out, err = await asyncio.to_thread(_run_cli, env, *analytics_args)
+    assert orjson.loads(out)["totalRequests"] == expected
+    assert "tier: postgres" in err, "the PostgreSQL day cache still works"
+    out, _ = await asyncio.to_thread(_run_cli, env, "warm", "--range", "last-7-days", "--json")
+    warm = orjson.loads(out)
+    assert (warm["redisAvailable"], warm["keysWritten"], warm["daysWarmed"]) == (False, 0, 14)
+    out, err = await asyncio.to_thread(
+        _run_cli, env, "invalidate", "--start", str(days.start), "--end", str(days.start), "--json"
+    )
+    report = orjson.loads(out)
+    assert report["postgres"]["daysPurged"] == 1
+    assert (report["redis"]["status"], report["complete"]) == ("unavailable", False)
+    assert "redis was unreachable" in err
+    out, _ = await asyncio.to_thread(_run_cli, env, "stats", "--json")
+    stats = orjson.loads(out)
+    assert stats["redis"]["available"] is False
+    assert stats["counterScope"] == "process"
+    out, _ = await asyncio.to_thread(_run_cli, env, "analytics", "--start", str(days.start), "--end", str(days.end))
+    assert f"{expected:,}" in out, "the human-readable table shows the same total"
+    assert time.monotonic() - started < 30
