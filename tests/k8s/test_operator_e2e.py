@@ -219,6 +219,22 @@ async def test_sample_policy_becomes_ready_with_status_equal_to_cache_stats(
             timeout=30,
         )
         assert changed["status"]["daysWarmed"] == 2
+
+        # suspend stops warming, and says so.
+        last_warm = changed["status"]["lastWarmTime"]
+        kube_cluster.run("patch", "cwp", name, "-n", k8s_namespace, "--type=merge", "-p", '{"spec": {"suspend": true}}')
+        suspended = wait_for(
+            "the policy to report Suspended",
+            lambda: (
+                (p := get(kube_cluster, "cwp", name, k8s_namespace))
+                and p["status"]["conditions"]
+                and any(c["type"] == "Ready" and c["reason"] == "Suspended" for c in p["status"]["conditions"])
+                and p
+            ),
+            timeout=30,
+        )
+        assert condition(suspended, "Ready") == "False"
+        assert suspended["status"]["lastWarmTime"] == last_warm
     finally:
         kube_cluster.run("delete", "cwp", name, "-n", k8s_namespace, "--wait=false", check=False)
 
@@ -281,6 +297,28 @@ async def test_invalidation_purges_exactly_its_days(
     table = kube_cluster.run("get", "cinv", "-n", k8s_namespace).stdout
     assert table.splitlines()[0].split() == ["NAME", "START", "END", "PHASE", "KEYS", "DELETED", "AGE"], table
     assert "Succeeded" in table
+
+
+def test_spec_that_cannot_run_is_a_permanent_failure(
+    kube_cluster: KubeCluster, kopf_runner: KopfRunner, k8s_namespace: str
+) -> None:
+    # Valid for the schema, but longer than the analytics maximum (90 days): only the operator can tell.
+    policy = warm_policy("too-wide", k8s_namespace, {"ranges": [{"start": "2025-01-01", "end": "2025-12-31"}]})
+    apply(kube_cluster, policy)
+    failed = wait_for(
+        "Ready=False with reason InvalidSpec",
+        lambda: (p := get(kube_cluster, "cwp", "too-wide", k8s_namespace)) and condition(p, "Ready") == "False" and p,
+        timeout=30,
+    )
+    ready = next(c for c in failed["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "InvalidSpec"
+    assert "365 days" in ready["message"]
+    assert "the analytics maximum is 90" in failed["status"]["lastError"]
+    events = kube_cluster.run(
+        "get", "events", "-n", k8s_namespace, "--field-selector", "involvedObject.name=too-wide", "-o", "json"
+    )
+    assert any(e["reason"] == "InvalidSpec" for e in json.loads(events.stdout)["items"])
+    kube_cluster.run("delete", "cwp", "too-wide", "-n", k8s_namespace, "--wait=false", check=False)
 
 
 @pytest.mark.parametrize(

@@ -38,8 +38,16 @@ def set_condition(
     return sorted(existing.values(), key=lambda c: str(c["type"]))
 
 
-def condition_status(conditions: Sequence[dict[str, Any]] | None, type_: str) -> str | None:
+def _field(conditions: Sequence[dict[str, Any]] | None, type_: str, name: str) -> str | None:
     for condition in conditions or []:
         if condition.get("type") == type_:
-            return str(condition.get("status"))
+            return str(condition.get(name))
     return None
+
+
+def condition_status(conditions: Sequence[dict[str, Any]] | None, type_: str) -> str | None:
+    return _field(conditions, type_, "status")
+
+
+def condition_reason(conditions: Sequence[dict[str, Any]] | None, type_: str) -> str | None:
+    return _field(conditions, type_, "reason")

@@ -24,7 +24,7 @@ from .invalidation import (
     run_invalidation,
     running_status,
 )
-from .warming import WarmFailed, is_due, parse_policy, warm_policy
+from .warming import WarmFailed, reconcile_policy
 
 GROUP, VERSION = "cache.litemaas.io", "v1alpha1"
 WARM_POLICIES, INVALIDATIONS = "cachewarmpolicies", "cacheinvalidations"
@@ -95,21 +95,16 @@ async def warm(
     body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, patch: kopf.Patch, memo: kopf.Memo, **_: Any
 ) -> None:
     """Warm the policy when due (interval passed, or spec changed); write the outcome to status."""
-    policy_status = dict(status)
     try:
-        due = is_due(parse_policy(dict(spec)), policy_status, meta.get("generation"), utc_now())
-    except Exception:
-        due = policy_status.get("observedGeneration") != meta.get("generation")
-    if not due:
-        return
-    try:
-        outcome = await warm_policy(memo.manager, dict(spec), policy_status, meta.get("generation"))
+        outcome = await reconcile_policy(memo.manager, dict(spec), dict(status), meta.get("generation"))
     except WarmFailed as exc:
         patch.status.update(exc.status)
         if exc.permanent:
             kopf.event(body, type="Warning", reason="InvalidSpec", message=str(exc))
             raise kopf.PermanentError(str(exc)) from None
         raise kopf.TemporaryError(str(exc), delay=memo.manager.settings.operator_retry_seconds) from None
+    if outcome is None:
+        return
     patch.status.update(outcome.status)
     for type_, reason, message in outcome.events:
         kopf.event(body, type=type_, reason=reason, message=message)

@@ -15,7 +15,7 @@ from ..dates import DateRange, utc_now
 from ..errors import CacheError, SourceMissing
 from ..filters import UsageFilters
 from ..manager import CacheManager
-from .conditions import condition_status, set_condition, timestamp
+from .conditions import condition_reason, condition_status, set_condition, timestamp
 from .specs import CacheWarmPolicySpec
 
 
@@ -57,10 +57,8 @@ def resolve_ranges(policy: CacheWarmPolicySpec, max_days: int, today: dt.date) -
     return ranges
 
 
-def is_due(policy: CacheWarmPolicySpec, status: dict[str, Any], generation: int | None, now: dt.datetime) -> bool:
+def is_due(status: dict[str, Any], generation: int | None, now: dt.datetime) -> bool:
     """Due when never warmed, when the spec changed since the last warm, or when the interval has passed."""
-    if policy.suspend:
-        return False
     if status.get("observedGeneration") != generation or not status.get("lastWarmTime"):
         return True
     next_warm = status.get("nextWarmTime")
@@ -90,6 +88,30 @@ async def cache_status(manager: CacheManager) -> dict[str, Any]:
         "keyCount": stats["redis"]["keyCount"],
         "memoryUsed": human_bytes(stats["redis"]["memoryUsedBytes"]),
     }
+
+
+async def reconcile_policy(
+    manager: CacheManager, spec: dict[str, Any], status: dict[str, Any], generation: int | None
+) -> WarmOutcome | None:
+    """What one timer tick does: nothing (None) unless the policy is due, suspended anew, or newly invalid."""
+    now = utc_now()
+    seen = status.get("observedGeneration") == generation
+    try:
+        policy = parse_policy(spec)
+    except SpecCannotRun:
+        return None if seen else await warm_policy(manager, spec, status, generation, now)  # raises WarmFailed
+    if policy.suspend:
+        if seen and condition_reason(status.get("conditions"), "Ready") == "Suspended":
+            return None
+        message = "suspended: not warming until spec.suspend is false"
+        conditions = set_condition(status.get("conditions"), "Ready", "False", "Suspended", message, generation, now)
+        return WarmOutcome(
+            {"conditions": conditions, "observedGeneration": generation, "nextWarmTime": None},
+            [("Normal", "Suspended", message)],
+        )
+    if not is_due(status, generation, now):
+        return None
+    return await warm_policy(manager, spec, status, generation, now)
 
 
 async def warm_policy(
