@@ -7,6 +7,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -58,21 +59,27 @@ def seeded_dsn() -> Iterator[str]:
     _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+@contextmanager
+def _databases(template_dsn: str | None) -> Iterator[Callable[[], str]]:
+    """A factory of databases (copies of `template_dsn`, or empty), all dropped on exit."""
+    created: list[str] = []
+
+    def make() -> str:
+        created.append(create_database(template_dsn))
+        return created[-1]
+
+    try:
+        yield make
+    finally:
+        for dsn in created:
+            drop_database(dsn)
+
+
 @pytest.fixture
 def make_dsn(seeded_dsn: str) -> Iterator[Callable[[], str]]:
     """Factory of throwaway copies of the seeded database (CREATE DATABASE ... TEMPLATE)."""
-    created: list[str] = []
-    template = urlsplit(seeded_dsn).path.lstrip("/")
-
-    def make() -> str:
-        name = f"litemaas_t_{uuid.uuid4().hex[:12]}"
-        _admin(f"CREATE DATABASE {name} TEMPLATE {template}")
-        created.append(name)
-        return with_database(seeded_dsn, name)
-
-    yield make
-    for name in created:
-        _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with _databases(seeded_dsn) as make:
+        yield make
 
 
 @pytest.fixture
@@ -87,7 +94,10 @@ def key_prefix() -> str:
 
 
 def make_settings(dsn: str, **overrides: object) -> Settings:
-    values: dict[str, object] = {"database_url": dsn, "redis_url": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")}
+    values: dict[str, object] = {
+        "database_url": dsn,
+        "redis_url": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+    }
     values.update(overrides)
     return load_settings(**values)
 
@@ -119,15 +129,8 @@ def drop_database(dsn: str) -> None:
 @pytest.fixture
 def make_empty_dsn() -> Iterator[Callable[[], str]]:
     """Factory of brand-new empty databases (no schema, no tables), dropped after the test."""
-    created: list[str] = []
-
-    def make() -> str:
-        created.append(create_database())
-        return created[-1]
-
-    yield make
-    for dsn in created:
-        drop_database(dsn)
+    with _databases(None) as make:
+        yield make
 
 
 @pytest.fixture(scope="module")
