@@ -169,22 +169,26 @@ class RedisStore:
     async def get_days(self, days: Sequence[dt.date]) -> dict[dt.date, DayUsage]:
         """The days whose Redis entry is present, decodable and at the mirror's current version."""
 
-        async def read(client: RedisClient) -> dict[dt.date, DayUsage]:
+        async def read(client: RedisClient) -> list[Any]:
             pipe = client.pipeline(transaction=False)
             for day in days:
                 pipe.get(self.keys.day(day))
             pipe.hmget(self.keys.versions, [d.isoformat() for d in days])
-            *values, mirror = await pipe.execute()
-            found: dict[dt.date, DayUsage] = {}
-            for day, data, version in zip(days, values, mirror, strict=True):
-                usage = self._decode_day(day, data)
-                if usage is not None and usage.version == int(version or 0):
-                    found[day] = usage
-            return found
+            return await pipe.execute()
 
         if not days:
             return {}
-        return cast(dict[dt.date, DayUsage], await self._call("get-days", read, {}))
+        # Decoded after the call: the Redis timeout bounds Redis, not the CPU time of decoding large days.
+        replies = await self._call("get-days", read, None)
+        if replies is None:
+            return {}
+        *values, mirror = replies
+        found: dict[dt.date, DayUsage] = {}
+        for day, data, version in zip(days, values, mirror, strict=True):
+            usage = self._decode_day(day, data)
+            if usage is not None and usage.version == int(version or 0):
+                found[day] = usage
+        return found
 
     def _decode_day(self, day: dt.date, data: bytes | None) -> DayUsage | None:
         if data is None:
@@ -199,12 +203,14 @@ class RedisStore:
     async def put_days(self, days: Iterable[DayUsage], ttl: Callable[[DayUsage], int]) -> int:
         """Store day entries (raising the mirror to their versions first); returns how many were written."""
         entries = list(days)
+        # Encoded before the call: the Redis timeout bounds Redis, not the CPU time of compressing large days.
+        encoded = [(self.keys.day(u.day), self.codec.encode(u.to_payload()), ttl(u)) for u in entries]
 
         async def write(client: RedisClient) -> int:
             await self._merge_versions(client, {d.day: d.version for d in entries})
             pipe = client.pipeline(transaction=False)
-            for usage in entries:
-                pipe.set(self.keys.day(usage.day), self.codec.encode(usage.to_payload()), ex=ttl(usage))
+            for key, data, seconds in encoded:
+                pipe.set(key, data, ex=seconds)
             await pipe.execute()
             return len(entries)
 
