@@ -10,9 +10,10 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
+import pytest
 
 from litemaas_cache.aggregates import DayUsage
 from litemaas_cache.analytics import Dimension, Page, compute_analytics, compute_breakdown, paginate
@@ -23,10 +24,18 @@ from litemaas_cache.source import fetch_day_rows, load_users
 
 OpenManager = Callable[..., Awaitable[CacheManager]]
 SOURCE = '"LiteLLM_DailyUserSpend"'
+T = TypeVar("T")
 
 
 def _query(days: DateRange, **filters: list[str]) -> AnalyticsQuery:
     return build_query(days.start, days.end, max_days=90, max_ids=1000, **filters)
+
+
+async def _within(seconds: float, what: str, work: Awaitable[T]) -> T:
+    try:
+        return await asyncio.wait_for(work, seconds)
+    except TimeoutError:
+        pytest.fail(f"waited {seconds}s for {what}")
 
 
 @dataclass(frozen=True)
@@ -64,7 +73,9 @@ async def test_stampede_computes_a_cold_key_once_across_managers(
     managers = [await open_manager(fresh_dsn, **redis_target) for _ in range(4)]
     today = utc_today()
     query = _query(DateRange(today - dt.timedelta(days=29), today))
-    answers = await asyncio.gather(*(managers[i % len(managers)].analytics(query) for i in range(20)))
+    answers = await _within(
+        20, "20 concurrent requests", asyncio.gather(*(managers[i % len(managers)].analytics(query) for i in range(20)))
+    )
 
     assert len({repr(a.value) for a in answers}) == 1, "every request got the same document"
     assert sum(m.local_counters.get("computations", 0) for m in managers) == 1
@@ -85,7 +96,7 @@ async def test_stampede_computes_a_cold_key_once_across_managers(
         return await managers[i % len(managers)].breakdown("user", by_user, Page())
 
     before = sum(m.local_counters.get("computations", 0) for m in managers)
-    answers = await asyncio.gather(*(late(i) for i in range(20)))
+    answers = await _within(20, "20 staggered requests", asyncio.gather(*(late(i) for i in range(20))))
     assert len({repr(a.value) for a in answers}) == 1
     assert sum(m.local_counters.get("computations", 0) for m in managers) == before + 1
 
@@ -154,9 +165,8 @@ async def test_random_updates_invalidations_warms_and_reads_converge(
             assert report.redis_available
             await asyncio.sleep(rng.uniform(0.05, 0.2))
 
-    await asyncio.wait_for(
-        asyncio.gather(*(updater(i) for i in range(2)), *(reader(i) for i in range(5)), warmer()), timeout=30
-    )
+    workers = asyncio.gather(*(updater(i) for i in range(2)), *(reader(i) for i in range(5)), warmer())
+    await _within(30, "the updaters, readers and warmer to finish", workers)
 
     assert len(updates) >= 10, f"only {len(updates)} source updates ran"
     assert reads >= 50, f"only {reads} reads ran"
