@@ -102,6 +102,10 @@ class RowFilter:
         self._providers = frozenset(filters.provider_ids) or None
         self._keys = frozenset(filters.api_key_ids) or None
 
+    @property
+    def keeps_everything(self) -> bool:
+        return self._users is None and self._models is None and self._providers is None and self._keys is None
+
     def __call__(self, row: UsageRow) -> bool:
         return (
             (self._users is None or row.user_id in self._users)
@@ -109,9 +113,3 @@ class RowFilter:
             and (self._providers is None or row.provider in self._providers)
             and (self._keys is None or row.api_key in self._keys or row.key_alias in self._keys)
         )
-
-    def select(self, days: Iterable[DayUsage]) -> Iterable[tuple[dt.date, UsageRow]]:
-        for day in days:
-            for row in day.rows:
-                if self(row):
-                    yield day.day, row

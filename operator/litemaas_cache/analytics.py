@@ -6,6 +6,7 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, Literal
 
 from .aggregates import DayUsage, RowFilter, UsageRow
@@ -46,6 +47,15 @@ class Tally:
             self.users.add(row.user_id)
             self.models.add(row.model)
             self.keys.add(row.api_key)
+
+    def absorb(self, other: Tally) -> None:
+        """Add another tally's sums (its sets are not merged)."""
+        self.requests += other.requests
+        self.successful += other.successful
+        self.failed += other.failed
+        self.prompt += other.prompt
+        self.completion += other.completion
+        self.spend += other.spend
 
     @property
     def tokens(self) -> int:
@@ -91,6 +101,68 @@ def _sorted_top(tallies: Mapping[str, Tally], limit: int | None = None) -> list[
     return ranked if limit is None else ranked[:limit]
 
 
+@dataclass
+class RangeSums:
+    """One pass over a range's day aggregates: rows merged across days, plus the per-day views."""
+
+    rows: list[UsageRow]
+    by_day: dict[dt.date, Tally]
+    by_day_model: dict[tuple[dt.date, str, str], Tally]
+
+
+def sum_range(days: Iterable[DayUsage], keep: RowFilter, *, per_day: bool = True) -> RangeSums:
+    """Merge the kept rows of every day at (user, key, model, provider) grain; with `per_day`, also total each day
+    and each day x model.
+
+    This is the hot loop of a cold analytics read (one iteration per row of every day), so it works on plain lists
+    and locals; everything else is then derived from the much smaller merged rows.
+    """
+    grain: dict[tuple[str, str, str, str], list[Any]] = {}
+    by_day: dict[dt.date, Tally] = {}
+    by_day_model: dict[tuple[dt.date, str, str], Tally] = {}
+    everything = keep.keeps_everything
+    for usage in days:
+        day_cells: dict[tuple[str, str], list[Any]] = {}
+        users: set[str] = set()
+        for row in usage.rows:
+            if not everything and not keep(row):
+                continue
+            user, key, _, model, provider, prompt, completion, requests, successful, failed, spend = row
+            cell = grain.get((user, key, model, provider))
+            if cell is None:
+                grain[(user, key, model, provider)] = list(row)
+            else:
+                cell[5] += prompt
+                cell[6] += completion
+                cell[7] += requests
+                cell[8] += successful
+                cell[9] += failed
+                cell[10] += spend
+            if not per_day:
+                continue
+            if requests > 0:
+                users.add(user)
+            day_cell = day_cells.get((model, provider))
+            if day_cell is None:
+                day_cells[(model, provider)] = [requests, successful, failed, prompt, completion, spend]
+            else:
+                day_cell[0] += requests
+                day_cell[1] += successful
+                day_cell[2] += failed
+                day_cell[3] += prompt
+                day_cell[4] += completion
+                day_cell[5] += spend
+        if not per_day:
+            continue
+        day_total = Tally(users=users)
+        for (model, provider), cell in day_cells.items():
+            tally = Tally(*cell)
+            by_day_model[(usage.day, model, provider)] = tally
+            day_total.absorb(tally)
+        by_day[usage.day] = day_total
+    return RangeSums([UsageRow(*cell) for cell in grain.values()], by_day, by_day_model)
+
+
 def compute_analytics(
     days: DateRange,
     filters: UsageFilters,
@@ -100,31 +172,26 @@ def compute_analytics(
 ) -> dict[str, Any]:
     """The full admin analytics document (camelCase) for `days` under `filters`."""
     keep = RowFilter(filters)
+    sums = sum_range(current, keep)
     total = Tally()
     by_user: dict[str, Tally] = defaultdict(Tally)
     by_model: dict[str, Tally] = defaultdict(Tally)
     by_provider: dict[str, Tally] = defaultdict(Tally)
     by_key: dict[str, Tally] = defaultdict(Tally)
-    by_day: dict[dt.date, Tally] = {day: Tally() for day in days}
-    by_day_model: dict[tuple[dt.date, str, str], Tally] = defaultdict(Tally)
     model_provider: dict[str, str] = {}
     key_info: dict[str, tuple[str | None, str]] = {}
-    seen_users: set[str] = set()
-
-    for day, row in keep.select(current):
+    for row in sums.rows:
         total.add(row)
         by_user[row.user_id].add(row)
         by_model[row.model].add(row)
         by_provider[row.provider].add(row)
         by_key[row.api_key].add(row)
-        by_day[day].add(row)
-        by_day_model[(day, row.model, row.provider)].add(row)
         model_provider.setdefault(row.model, row.provider)
         key_info.setdefault(row.api_key, (row.key_alias, row.user_id))
-        seen_users.add(row.user_id)
+    by_day = {day: sums.by_day.get(day, Tally()) for day in days}
 
     prev = Tally()
-    for _, row in keep.select(previous):
+    for row in sum_range(previous, keep, per_day=False).rows:
         prev.add(row)
 
     def user_entry(user_id: str, tally: Tally) -> dict[str, Any]:
@@ -147,7 +214,7 @@ def compute_analytics(
     top_key = _sorted_top(by_key, 1)
     return {
         "period": period(days),
-        "totalUsers": len(seen_users),
+        "totalUsers": len(by_user),
         "activeUsers": len(total.users),
         "totalRequests": total.requests,
         "totalTokens": {"total": total.tokens, "prompt": total.prompt, "completion": total.completion},
@@ -194,7 +261,7 @@ def compute_analytics(
                 "completionTokens": t.completion,
                 "cost": money(t.spend),
             }
-            for (day, model, provider), t in sorted(by_day_model.items())
+            for (day, model, provider), t in sorted(sums.by_day_model.items())
         ],
         "topModels": [model_entry(m, t) for m, t in _sorted_top(by_model, TOP_MODELS)],
         "topUsers": [user_entry(u, t) for u, t in _sorted_top(by_user, TOP_USERS)],
@@ -208,13 +275,16 @@ def compute_breakdown(
     users: Mapping[str, UserInfo],
 ) -> list[dict[str, Any]]:
     """Every item of a by-user / by-model / by-provider breakdown, unpaginated and unsorted."""
-    keep = RowFilter(filters)
     tallies: dict[str, Tally] = defaultdict(Tally)
     providers: dict[str, str] = {}
-    for _, row in keep.select(current):
-        name = {"user": row.user_id, "model": row.model, "provider": row.provider}[dimension]
-        tallies[name].add(row)
-        providers.setdefault(row.model, row.provider)
+    keep = RowFilter(filters)
+    everything = keep.keeps_everything
+    name_of = attrgetter({"user": "user_id", "model": "model", "provider": "provider"}[dimension])
+    for usage in current:
+        for row in usage.rows:
+            if everything or keep(row):
+                tallies[name_of(row)].add(row)  # one Tally per row: cheaper than a merge for one dimension
+                providers.setdefault(row.model, row.provider)
     items = []
     for name, tally in tallies.items():
         item: dict[str, Any]
