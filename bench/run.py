@@ -31,10 +31,10 @@ import psycopg
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
+from litemaas_cache.codec import Codec
 from litemaas_cache.dates import DateRange
 from litemaas_cache.filters import AnalyticsQuery, build_query
 from litemaas_cache.manager import CacheManager
-from litemaas_cache.redis_tier.codec import Codec
 from litemaas_cache.settings import load_settings
 
 from .dataset import Dataset, SeedParams, ensure_dataset
@@ -107,7 +107,7 @@ async def _bench_range(
 
     # (c) the same hit against a raw GET + decode of the bytes it reads, interleaved (alternating which goes first)
     key = manager.keys.result("analytics", query.range, query.filters.fingerprint())
-    codec = Codec(manager.settings.redis_compress_threshold)
+    codec = Codec(manager.settings.compress_threshold)
     encoded = await raw.get(key)
     assert encoded is not None, f"{key} is not in Redis"
 

@@ -21,10 +21,10 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from litemaas_cache.analytics import Page
+from litemaas_cache.codec import MAGIC, Codec, CorruptValue
 from litemaas_cache.dates import DateRange, utc_today
 from litemaas_cache.filters import UsageFilters, build_query
 from litemaas_cache.manager import CacheManager
-from litemaas_cache.redis_tier.codec import MAGIC, Codec, CorruptValue
 from litemaas_cache.redis_tier.keys import RESULT_KINDS, KeySpace
 
 # -- codec (pure) ------------------------------------------------------------------------------------------

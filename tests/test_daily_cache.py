@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from litemaas_cache.codec import Codec
 from litemaas_cache.daily_cache import FreshnessPolicy, PostgresDayCache
 from litemaas_cache.dates import DateRange, utc_today
 from litemaas_cache.db import Database
@@ -32,7 +33,7 @@ async def db(fresh_dsn: str) -> AsyncIterator[Database]:
 
 @pytest.fixture
 def cache(db: Database) -> PostgresDayCache:
-    return PostgresDayCache(db, POLICY)
+    return PostgresDayCache(db, POLICY, Codec())
 
 
 async def rows(db: Database, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
@@ -94,7 +95,9 @@ async def test_a_day_without_usage_is_cached_as_empty(db: Database, cache: Postg
     stored = await rows(
         db, f"SELECT aggregates, is_complete, version FROM {SCHEMA}.daily_usage WHERE day = %s", (empty,)
     )
-    assert stored == [({"rows": []}, True, 1)]
+    assert [(Codec().decode(data), complete, version) for data, complete, version in stored] == [
+        ({"rows": []}, True, 1)
+    ]
     # A hit from now on: served by get(), and fill() computes nothing.
     assert (await cache.get([empty]))[empty].rows == ()
     assert (await cache.fill([empty]))[1] == 0
@@ -104,7 +107,7 @@ async def test_a_day_without_usage_is_cached_as_empty(db: Database, cache: Postg
 async def test_today_is_recomputed_once_older_than_the_ttl(fresh_dsn: str) -> None:
     policy = FreshnessPolicy(current_day_ttl=dt.timedelta(seconds=1), yesterday_grace=dt.timedelta(hours=2))
     async with Database(fresh_dsn, max_size=4) as db:
-        cache = PostgresDayCache(db, policy)
+        cache = PostgresDayCache(db, policy, Codec())
         filled, computed = await cache.fill([TODAY])
         assert computed == 1
         assert not filled[TODAY].is_complete
@@ -198,7 +201,7 @@ def test_freshness_policy_is_fresh() -> None:
 async def test_concurrent_fills_compute_each_day_once(fresh_dsn: str) -> None:
     days = [ago(n) for n in range(20, 4, -1)]
     async with Database(fresh_dsn, max_size=4) as db_a, Database(fresh_dsn, max_size=4) as db_b:
-        a, b = PostgresDayCache(db_a, POLICY), PostgresDayCache(db_b, POLICY)
+        a, b = PostgresDayCache(db_a, POLICY, Codec()), PostgresDayCache(db_b, POLICY, Codec())
         (filled_a, computed_a), (filled_b, computed_b) = await asyncio.gather(a.fill(days), b.fill(days))
         assert computed_a + computed_b == len(days)
         assert filled_a == filled_b

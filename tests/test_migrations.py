@@ -92,3 +92,27 @@ def test_cli_migrate_is_idempotent(make_empty_dsn: Callable[[], str]) -> None:
     assert all(name in first.stdout for name in ALL)
     assert "up to date" in second.stdout
     assert len(migration_rows(dsn)) == len(ALL)
+
+
+async def test_0002_purges_days_cached_as_jsonb_and_bumps_their_versions(make_empty_dsn: Callable[[], str]) -> None:
+    dsn = make_empty_dsn()
+    async with Database(dsn) as db:
+        assert await migrate(db, up_to=1) == ["0001_daily_usage.sql"]
+        async with db.cache_connection() as conn:
+            await conn.execute(
+                f"INSERT INTO {SCHEMA}.daily_usage (day, aggregates, is_complete, requests, version)"
+                """ VALUES ('2025-01-01', '{"rows": [["u", "k", null, "m", "p", 1, 1, 1, 1, 0, 0.1]]}', true, 1, 4),"""
+                " ('2025-01-02', NULL, false, 0, 2)"
+            )
+        assert await migrate(db) == ["0002_aggregates_bytea.sql"]
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            f"SELECT day::text, aggregates, is_complete, requests, version FROM {SCHEMA}.daily_usage ORDER BY day"
+        ).fetchall()
+        column_type = conn.execute(
+            "SELECT data_type FROM information_schema.columns"
+            " WHERE table_schema = %s AND table_name = 'daily_usage' AND column_name = 'aggregates'",
+            (SCHEMA,),
+        ).fetchone()
+    assert column_type == ("bytea",)
+    assert rows == [("2025-01-01", None, False, 0, 5), ("2025-01-02", None, False, 0, 2)]

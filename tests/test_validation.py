@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from litemaas_cache.analytics import Page
+from litemaas_cache.codec import Codec
 from litemaas_cache.daily_cache import FreshnessPolicy, PostgresDayCache
 from litemaas_cache.dates import DateRange, resolve_range
 from litemaas_cache.db import Database
@@ -218,7 +219,7 @@ async def test_missing_source_table(make_empty_dsn: Callable[[], str], key_prefi
         await migrate(db)  # the cache schema exists; LiteLLM's and LiteMaaS's tables do not
         assert await load_key_owners(db) == {}
         assert await load_users(db) == {}
-        cache = PostgresDayCache(db, FreshnessPolicy(dt.timedelta(minutes=5), dt.timedelta(hours=2)))
+        cache = PostgresDayCache(db, FreshnessPolicy(dt.timedelta(minutes=5), dt.timedelta(hours=2)), Codec())
         with pytest.raises(SourceMissing, match='"LiteLLM_DailyUserSpend" does not exist') as info:
             await cache.fill([dt.date(2025, 1, 1)])
         assert "LITELLM_DATABASE_URL" in str(info.value)

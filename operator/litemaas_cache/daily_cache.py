@@ -6,9 +6,8 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from psycopg.types.json import Jsonb
-
 from .aggregates import DayUsage, UsageRow
+from .codec import Codec
 from .dates import DateRange, utc_now
 from .db import Database
 from .schema import SCHEMA
@@ -81,9 +80,10 @@ class PurgeResult:
 class PostgresDayCache:
     """Reads, fills and purges day aggregates in the litemaas_cache.daily_usage table."""
 
-    def __init__(self, db: Database, policy: FreshnessPolicy) -> None:
+    def __init__(self, db: Database, policy: FreshnessPolicy, codec: Codec) -> None:
         self._db = db
         self.policy = policy
+        self._codec = codec
 
     async def get(self, days: Sequence[dt.date]) -> dict[dt.date, DayUsage]:
         """The fresh cached days among `days` (stale, purged and absent days are left out)."""
@@ -94,7 +94,7 @@ class PostgresDayCache:
         found: dict[dt.date, DayUsage] = {}
         for day, aggregates, is_complete, version, updated_at in records:
             if aggregates is not None and self.policy.is_fresh(day, updated_at, is_complete, now):
-                found[day] = _to_day_usage(day, aggregates, is_complete, version)
+                found[day] = self._to_day_usage(day, aggregates, is_complete, version)
         return found
 
     async def fill(self, days: Sequence[dt.date]) -> tuple[dict[dt.date, DayUsage], int]:
@@ -113,7 +113,7 @@ class PostgresDayCache:
             result: dict[dt.date, DayUsage] = {}
             for day, aggregates, is_complete, version, updated_at in await cur.fetchall():
                 if aggregates is not None and self.policy.is_fresh(day, updated_at, is_complete, now):
-                    result[day] = _to_day_usage(day, aggregates, is_complete, version)
+                    result[day] = self._to_day_usage(day, aggregates, is_complete, version)
             missing = [d for d in ordered if d not in result]
             computed = await fetch_day_rows(self._db, missing)
             for day, rows in computed.items():
@@ -121,7 +121,7 @@ class PostgresDayCache:
                 totals = DayUsage(day, tuple(rows), complete, 0).totals()
                 cur = await conn.execute(
                     _UPSERT_SQL,
-                    (day, Jsonb({"rows": [list(r) for r in rows]}), complete, len(rows), *totals),
+                    (day, self._codec.encode({"rows": [list(r) for r in rows]}), complete, len(rows), *totals),
                 )
                 row = await cur.fetchone()
                 assert row is not None
@@ -149,12 +149,11 @@ class PostgresDayCache:
             known = {day: int(version) for day, version in await cur.fetchall()}
         return {day: known.get(day, 0) for day in days}
 
+    def _to_day_usage(self, day: dt.date, aggregates: bytes, complete: bool, version: int) -> DayUsage:
+        rows = tuple(UsageRow(*r) for r in self._codec.decode(aggregates)["rows"])
+        return DayUsage(day, rows, complete, int(version))
+
     async def all_versions(self) -> dict[dt.date, int]:
         async with self._db.cache_connection() as conn:
             cur = await conn.execute(f"SELECT day, version FROM {SCHEMA}.daily_usage")
             return {day: int(version) for day, version in await cur.fetchall()}
-
-
-def _to_day_usage(day: dt.date, aggregates: dict[str, list[list[object]]], complete: bool, version: int) -> DayUsage:
-    rows = tuple(UsageRow(*r) for r in aggregates["rows"])  # type: ignore[arg-type]
-    return DayUsage(day, rows, complete, int(version))

@@ -17,11 +17,11 @@ from typing import Any, Literal
 
 from .aggregates import DayUsage
 from .analytics import Dimension, Page, compute_analytics, compute_breakdown, paginate
+from .codec import Codec
 from .daily_cache import FreshnessPolicy, PostgresDayCache
 from .dates import DateRange
 from .db import Database
 from .filters import AnalyticsQuery, UsageFilters
-from .redis_tier.codec import Codec
 from .redis_tier.keys import KeySpace, ResultKind
 from .redis_tier.store import RedisStore
 from .settings import Settings
@@ -111,12 +111,14 @@ class CacheManager:
         self.db = db
         self.redis = redis
         self.keys = KeySpace(settings.redis_key_prefix)
+        self.codec = Codec(settings.compress_threshold)
         self.postgres = PostgresDayCache(
             db,
             FreshnessPolicy(
                 current_day_ttl=dt.timedelta(seconds=settings.ttl_current_day),
                 yesterday_grace=dt.timedelta(seconds=settings.yesterday_grace_seconds),
             ),
+            self.codec,
         )
         self.local_counters: dict[str, int] = {}
         self._inflight: dict[str, asyncio.Future[Answer]] = {}
@@ -134,7 +136,7 @@ class CacheManager:
                 redis = RedisStore(
                     settings.redis_dsn,
                     manager.keys,
-                    Codec(settings.redis_compress_threshold),
+                    manager.codec,
                     manager.postgres.all_versions,
                     cluster=settings.redis_cluster,
                     timeout=settings.redis_socket_timeout,

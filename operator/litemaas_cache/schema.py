@@ -21,8 +21,8 @@ def available_migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-async def migrate(db: Database) -> list[str]:
-    """Apply the migrations not yet applied; returns the names applied by this call."""
+async def migrate(db: Database, up_to: int | None = None) -> list[str]:
+    """Apply the migrations not yet applied (up to version `up_to`, default all); returns the names applied."""
     applied_now: list[str] = []
     async with db.cache_connection() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
@@ -36,7 +36,7 @@ async def migrate(db: Database) -> list[str]:
         cur = await conn.execute(f"SELECT version FROM {SCHEMA}.schema_migrations")
         done = {row[0] for row in await cur.fetchall()}
         for version, name, sql in available_migrations():
-            if version in done:
+            if version in done or (up_to is not None and version > up_to):
                 continue
             await conn.execute(sql.encode())
             await conn.execute(

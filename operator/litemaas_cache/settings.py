@@ -47,7 +47,12 @@ class Settings(BaseSettings):
     redis_socket_timeout: float = Field(default=0.5, gt=0, validation_alias="REDIS_SOCKET_TIMEOUT")
     redis_breaker_failures: PositiveInt = Field(default=3, validation_alias="REDIS_BREAKER_FAILURES")
     redis_breaker_reset_seconds: float = Field(default=2.0, gt=0, validation_alias="REDIS_BREAKER_RESET_SECONDS")
-    redis_compress_threshold: int = Field(default=1024, ge=0, validation_alias="REDIS_COMPRESS_THRESHOLD")
+    compress_threshold: int = Field(
+        default=1024,
+        ge=0,
+        validation_alias="CACHE_COMPRESS_THRESHOLD",
+        description="Values (Redis entries, PostgreSQL day rows) of at least this many bytes are zstd-compressed.",
+    )
 
     ttl_historical_day: PositiveSeconds = Field(default=30 * 86400, validation_alias="CACHE_TTL_HISTORICAL_DAY")
     ttl_current_day: PositiveSeconds = Field(default=5 * 60, validation_alias="CACHE_TTL_CURRENT_DAY")

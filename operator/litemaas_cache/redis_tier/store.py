@@ -24,9 +24,9 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from ..aggregates import DayUsage
+from ..codec import Codec, CorruptValue
 from ..dates import DateRange
 from .breaker import BreakerState, CircuitBreaker
-from .codec import Codec, CorruptValue
 from .keys import KeySpace
 
 log = logging.getLogger(__name__)

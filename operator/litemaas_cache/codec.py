@@ -1,4 +1,5 @@
-"""Value encoding for Redis: orjson, zstd-compressed above a size threshold, behind a magic header."""
+"""Value encoding for both cache tiers (Redis values and PostgreSQL day rows): orjson, zstd-compressed above a
+size threshold, behind a magic header."""
 
 from __future__ import annotations
 
