@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, NamedTuple
 
 from .filters import UsageFilters
+from .hotpath import gc_paused
 
 UNMAPPED_USER_ID = "unmapped"
 
@@ -35,20 +37,94 @@ class UsageRow(NamedTuple):
 GrainKey = tuple[str, str, str, str]
 
 
-def merge_rows(rows: Iterable[UsageRow]) -> list[UsageRow]:
-    """Sum rows that share a grain key (user, api key, model, provider); output is sorted by that key."""
-    merged: dict[GrainKey, list[Any]] = {}
+@gc_paused()
+def merge_rows(rows: Iterable[UsageRow], *, ordered: bool = True) -> list[UsageRow]:
+    """Sum rows that share a grain key (user, api key, model, provider); sorted by that key unless not `ordered`.
+
+    A row without a twin is kept as it is (no copy): merging is on the path of every cold read.
+    """
+    merged: dict[GrainKey, UsageRow | list[Any]] = {}
     for row in rows:
-        key = (row.user_id, row.api_key, row.model, row.provider)
-        cell = merged.get(key)
-        if cell is None:
-            merged[key] = list(row)
-        else:
-            if cell[2] is None:
-                cell[2] = row.key_alias
-            for i in range(5, 11):
-                cell[i] += row[i]
-    return [UsageRow(*merged[key]) for key in sorted(merged)]
+        key = (row[0], row[1], row[3], row[4])
+        seen = merged.get(key)
+        if seen is None:
+            merged[key] = row
+            continue
+        cell = seen if isinstance(seen, list) else list(seen)
+        merged[key] = cell
+        if cell[2] is None:
+            cell[2] = row[2]
+        for i in range(5, 11):
+            cell[i] += row[i]  # type: ignore[operator]  # the metric fields: int or float
+    keys = sorted(merged) if ordered else merged
+    return [value if isinstance(value := merged[key], UsageRow) else UsageRow._make(value) for key in keys]
+
+
+METRIC_COLUMNS = ("prompt", "completion", "requests", "successful", "failed", "spend")
+_new_row = partial(tuple.__new__, UsageRow)  # builds a UsageRow from an iterable in C, without a Python __new__
+
+
+def _dictionary(column: Sequence[str]) -> tuple[list[str], list[int]]:
+    """(distinct values in first-seen order, the column as indexes into them)."""
+    values = list(dict.fromkeys(column))
+    index = {value: i for i, value in enumerate(values)}
+    return values, list(map(index.__getitem__, column))
+
+
+@gc_paused()
+def encode_rows(rows: Iterable[UsageRow]) -> dict[str, Any]:
+    """Rows as columns, the text ones dictionary-encoded (each distinct user, key, model and provider once).
+
+    Much smaller than a list of rows, encoded and decoded by C loops (zip, map), and decoding shares one string
+    object per distinct value.
+    """
+    columns = list(zip(*rows, strict=True)) or [()] * len(UsageRow._fields)
+    users, user_codes = _dictionary(columns[0])
+    keys, key_codes = _dictionary(columns[1])
+    models, model_codes = _dictionary(columns[3])
+    providers, provider_codes = _dictionary(columns[4])
+    alias_of = dict(zip(columns[1], columns[2], strict=True))  # an alias belongs to its key
+    return {
+        "users": users,
+        "keys": keys,
+        "aliases": list(map(alias_of.__getitem__, keys)),
+        "models": models,
+        "providers": providers,
+        "columns": {
+            "user": user_codes,
+            "key": key_codes,
+            "model": model_codes,
+            "provider": provider_codes,
+            **{name: list(column) for name, column in zip(METRIC_COLUMNS, columns[5:], strict=True)},
+        },
+    }
+
+
+@gc_paused()
+def decode_rows(encoded: dict[str, Any]) -> tuple[UsageRow, ...]:
+    """The rows of encode_rows(); raises ValueError (or KeyError, IndexError, TypeError) when malformed."""
+    users, keys, aliases = encoded["users"], encoded["keys"], encoded["aliases"]
+    models, providers, columns = encoded["models"], encoded["providers"], encoded["columns"]
+    if not all(isinstance(v, str) for v in (*users, *keys, *models, *providers)) or len(aliases) != len(keys):
+        raise ValueError("malformed row dimensions")
+    key_codes = columns["key"]
+    rows = tuple(
+        map(
+            _new_row,
+            zip(
+                map(users.__getitem__, columns["user"]),
+                map(keys.__getitem__, key_codes),
+                map(aliases.__getitem__, key_codes),
+                map(models.__getitem__, columns["model"]),
+                map(providers.__getitem__, columns["provider"]),
+                *(columns[name] for name in METRIC_COLUMNS),
+                strict=True,
+            ),
+        )
+    )
+    if rows and not all(isinstance(v, int) for v in rows[0][5:10]):
+        raise ValueError("malformed usage row")
+    return rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,19 +141,15 @@ class DayUsage:
             "day": self.day.isoformat(),
             "complete": self.is_complete,
             "version": self.version,
-            "rows": [list(row) for row in self.rows],
+            "table": encode_rows(self.rows),
         }
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> DayUsage:
-        """Rebuild from to_payload(); raises ValueError/KeyError/TypeError on a malformed payload."""
-        rows = tuple(UsageRow(*row) for row in payload["rows"])
-        for row in rows:
-            if len(row) != 11 or not isinstance(row.user_id, str) or not isinstance(row.requests, int):
-                raise ValueError("malformed usage row")
+        """Rebuild from to_payload(); raises ValueError/KeyError/IndexError/TypeError on a malformed payload."""
         return cls(
             day=dt.date.fromisoformat(payload["day"]),
-            rows=rows,
+            rows=decode_rows(payload["table"]),
             is_complete=bool(payload["complete"]),
             version=int(payload["version"]),
         )

@@ -13,6 +13,7 @@ from .aggregates import DayUsage, RowFilter, UsageRow
 from .dates import DateRange
 from .errors import InvalidRequest
 from .filters import UsageFilters
+from .hotpath import gc_paused
 from .source import UserInfo
 
 Dimension = Literal["user", "model", "provider"]
@@ -163,6 +164,7 @@ def sum_range(days: Iterable[DayUsage], keep: RowFilter, *, per_day: bool = True
     return RangeSums([UsageRow(*cell) for cell in grain.values()], by_day, by_day_model)
 
 
+@gc_paused()
 def compute_analytics(
     days: DateRange,
     filters: UsageFilters,
@@ -268,6 +270,7 @@ def compute_analytics(
     }
 
 
+@gc_paused()
 def compute_breakdown(
     dimension: Dimension,
     filters: UsageFilters,

@@ -19,7 +19,7 @@ class CorruptValue(ValueError):
 
 
 class Codec:
-    def __init__(self, compress_threshold: int = 1024, level: int = 3) -> None:
+    def __init__(self, compress_threshold: int = 1024, level: int = 1) -> None:
         self.compress_threshold = compress_threshold
         self._compressor = zstandard.ZstdCompressor(level=level)
         self._decompressor = zstandard.ZstdDecompressor()

@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .aggregates import DayUsage, UsageRow
+from .aggregates import DayUsage, decode_rows, encode_rows
 from .codec import Codec
 from .dates import DateRange, utc_now
 from .db import Database
@@ -121,7 +121,7 @@ class PostgresDayCache:
                 totals = DayUsage(day, tuple(rows), complete, 0).totals()
                 cur = await conn.execute(
                     _UPSERT_SQL,
-                    (day, self._codec.encode({"rows": [list(r) for r in rows]}), complete, len(rows), *totals),
+                    (day, self._codec.encode(encode_rows(rows)), complete, len(rows), *totals),
                 )
                 row = await cur.fetchone()
                 assert row is not None
@@ -150,8 +150,7 @@ class PostgresDayCache:
         return {day: known.get(day, 0) for day in days}
 
     def _to_day_usage(self, day: dt.date, aggregates: bytes, complete: bool, version: int) -> DayUsage:
-        rows = tuple(UsageRow(*r) for r in self._codec.decode(aggregates)["rows"])
-        return DayUsage(day, rows, complete, int(version))
+        return DayUsage(day, decode_rows(self._codec.decode(aggregates)), complete, int(version))
 
     async def all_versions(self) -> dict[dt.date, int]:
         async with self._db.cache_connection() as conn:

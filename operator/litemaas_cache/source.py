@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -12,6 +11,7 @@ import psycopg
 from .aggregates import UNMAPPED_USER_ID, UsageRow, merge_rows
 from .db import Database
 from .errors import SourceMissing
+from .hotpath import gc_paused
 from .providers import provider_of
 
 SOURCE_TABLE = '"LiteLLM_DailyUserSpend"'
@@ -19,9 +19,9 @@ SOURCE_TABLE = '"LiteLLM_DailyUserSpend"'
 # One round trip for any set of days: grouped in SQL at (date, key, model, provider) grain.
 _DAY_AGGREGATE_SQL = f"""
 SELECT date, api_key, model, custom_llm_provider,
-       sum(prompt_tokens)::bigint, sum(completion_tokens)::bigint,
-       sum(api_requests)::bigint, sum(successful_requests)::bigint, sum(failed_requests)::bigint,
-       sum(spend)::double precision
+       coalesce(sum(prompt_tokens), 0)::bigint, coalesce(sum(completion_tokens), 0)::bigint,
+       coalesce(sum(api_requests), 0)::bigint, coalesce(sum(successful_requests), 0)::bigint,
+       coalesce(sum(failed_requests), 0)::bigint, coalesce(sum(spend), 0)::double precision
 FROM {SOURCE_TABLE}
 WHERE date = ANY(%s)
 GROUP BY date, api_key, model, custom_llm_provider
@@ -69,31 +69,27 @@ async def fetch_day_rows(db: Database, days: Sequence[dt.date]) -> dict[dt.date,
     if not days:
         return result
     owners = await load_key_owners(db)
-    raw: dict[dt.date, list[UsageRow]] = defaultdict(list)
+    unmapped = KeyOwner(UNMAPPED_USER_ID, None)
+    by_date = {day.isoformat(): result[day] for day in days}
+    providers: dict[tuple[str, str | None], str] = {}
     async with db.source_connection() as conn:
         try:
-            cur = await conn.execute(_DAY_AGGREGATE_SQL, ([d.isoformat() for d in days],))
+            cur = await conn.cursor(binary=True).execute(_DAY_AGGREGATE_SQL, (list(by_date),))
         except psycopg.errors.UndefinedTable:
             raise SourceMissing(
                 f"LiteLLM's table {SOURCE_TABLE} does not exist in the LITELLM_DATABASE_URL database"
             ) from None
-        for date, api_key, model, provider, prompt, completion, reqs, ok, failed, spend in await cur.fetchall():
-            owner = owners.get(api_key)
-            raw[dt.date.fromisoformat(date)].append(
+        records = await cur.fetchall()
+    with gc_paused():
+        for date, api_key, model, llm_provider, prompt, completion, reqs, ok, failed, spend in records:
+            owner = owners.get(api_key, unmapped)
+            provider = providers.get((model, llm_provider))
+            if provider is None:
+                provider = providers[(model, llm_provider)] = provider_of(model, llm_provider)
+            by_date[date].append(
                 UsageRow(
-                    user_id=owner.user_id if owner else UNMAPPED_USER_ID,
-                    api_key=api_key,
-                    key_alias=owner.alias if owner else None,
-                    model=model,
-                    provider=provider_of(model, provider),
-                    prompt_tokens=prompt or 0,
-                    completion_tokens=completion or 0,
-                    requests=reqs or 0,
-                    successful=ok or 0,
-                    failed=failed or 0,
-                    spend=spend or 0.0,
+                    owner.user_id, api_key, owner.alias, model, provider, prompt, completion, reqs, ok, failed, spend
                 )
             )
-    for day, rows in raw.items():
-        result[day] = merge_rows(rows)
-    return result
+    # The SQL grouping is already at grain unless a null provider was inferred to one also given explicitly.
+    return {day: merge_rows(rows, ordered=False) for day, rows in result.items()}

@@ -9,4 +9,5 @@ WHERE aggregates IS NOT NULL;
 
 ALTER TABLE litemaas_cache.daily_usage ALTER COLUMN aggregates TYPE bytea USING NULL;
 COMMENT ON COLUMN litemaas_cache.daily_usage.aggregates IS
-    'codec-encoded {"rows": [[user, api key, alias, model, provider, prompt, completion, requests, ok, failed, spend]]}';
+    'codec-encoded table of the day''s rows (aggregates.encode_rows): distinct users, keys, models and providers once, '
+    'rows as [user, key, model, provider index, prompt, completion, requests, ok, failed, spend]';

@@ -195,7 +195,7 @@ class RedisStore:
             return None
         try:
             usage = DayUsage.from_payload(self.codec.decode(data))
-        except (CorruptValue, ValueError, KeyError, TypeError) as exc:
+        except (CorruptValue, ValueError, KeyError, IndexError, TypeError) as exc:
             log.warning("ignoring unreadable redis entry %s: %s", self.keys.day(day), exc)
             return None
         return usage if usage.day == day else None
