@@ -56,6 +56,16 @@ class Answer:
     keys_written: int = 0
 
 
+@dataclass(frozen=True)
+class ResultJob:
+    """One range result to read or compute: its key and TTL, the days it reads, and how to compute it."""
+
+    key: str
+    ttl: int
+    covered: DateRange
+    compute: Callable[[DayFetch], Awaitable[Any]]
+
+
 @dataclass
 class WarmReport:
     ranges: list[str] = field(default_factory=list)
@@ -197,21 +207,24 @@ class CacheManager:
             ttl = min(ttl, self.settings.ttl_current_day)
         return ttl
 
-    async def _cached_result(
-        self,
-        kind: ResultKind,
-        query: AnalyticsQuery,
-        covered: DateRange,
-        compute: Callable[[DayFetch], Awaitable[Any]],
-    ) -> Answer:
+    def _job(
+        self, kind: ResultKind, query: AnalyticsQuery, covered: DateRange, compute: Callable[[DayFetch], Awaitable[Any]]
+    ) -> ResultJob:
+        return ResultJob(
+            self.keys.result(kind, query.range, query.filters.fingerprint()),
+            self._result_ttl(kind, query.range),
+            covered,
+            compute,
+        )
+
+    async def _cached_result(self, job: ResultJob) -> Answer:
         """One range result through the tiers, computed once per key across coroutines and processes."""
-        key = self.keys.result(kind, query.range, query.filters.fingerprint())
-        if key in self._inflight:
-            return await asyncio.shield(self._inflight[key])
+        if job.key in self._inflight:
+            return await asyncio.shield(self._inflight[job.key])
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
+        self._inflight[job.key] = future
         try:
-            answer = await self._result_through_tiers(kind, key, query, covered, compute)
+            answer = await self._result_through_tiers(job)
             future.set_result(answer)
             return answer
         except BaseException as exc:
@@ -219,30 +232,23 @@ class CacheManager:
             future.exception()  # mark retrieved: waiters re-raise it themselves
             raise
         finally:
-            del self._inflight[key]
+            del self._inflight[job.key]
 
-    async def _result_through_tiers(
-        self,
-        kind: ResultKind,
-        key: str,
-        query: AnalyticsQuery,
-        covered: DateRange,
-        compute: Callable[[DayFetch], Awaitable[Any]],
-    ) -> Answer:
+    async def _result_through_tiers(self, job: ResultJob) -> Answer:
         self._count("requests")
-        days = list(covered)
+        days = list(job.covered)
         redis = self.redis
         if redis is None:
-            return await self._compute_result(kind, key, query, covered, compute)
-        hit = await redis.get_result(key, days)
+            return await self._compute_result(job)
+        hit = await redis.get_result(job.key, days)
         if hit is not None:
             self._count("result:redis:hit")
             await redis.maybe_flush_stats()
             return Answer(hit, "redis")
         self._count("result:redis:miss")
-        token = await redis.try_lock(key, self.settings.stampede_lock_seconds)
+        token = await redis.try_lock(job.key, self.settings.stampede_lock_seconds)
         if token is None and redis.available:
-            waited, token = await self._wait_for_result(key, days)
+            waited, token = await self._wait_for_result(job.key, days)
             if waited is not None:
                 self._count("result:redis:hit")
                 return Answer(waited, "redis")
@@ -250,14 +256,14 @@ class CacheManager:
             if token is not None:
                 # Check again under the lock: the previous holder may have stored the result between our miss and
                 # our lock, and computing it a second time is what the lock is there to prevent.
-                stored = await redis.get_result(key, days)
+                stored = await redis.get_result(job.key, days)
                 if stored is not None:
                     self._count("result:redis:hit")
                     return Answer(stored, "redis")
-            return await self._compute_result(kind, key, query, covered, compute)
+            return await self._compute_result(job)
         finally:
             if token is not None:
-                await redis.unlock(key, token)
+                await redis.unlock(job.key, token)
             await redis.maybe_flush_stats()
 
     async def _wait_for_result(self, key: str, days: list[dt.date]) -> tuple[Any | None, str | None]:
@@ -282,23 +288,16 @@ class CacheManager:
                 return None, token
         return None, None
 
-    async def _compute_result(
-        self,
-        kind: ResultKind,
-        key: str,
-        query: AnalyticsQuery,
-        covered: DateRange,
-        compute: Callable[[DayFetch], Awaitable[Any]],
-    ) -> Answer:
+    async def _compute_result(self, job: ResultJob) -> Answer:
         self._count("computations")
-        fetch = await self.get_days(list(covered))
+        fetch = await self.get_days(list(job.covered))
         if fetch.from_source:
             self._count("requests:source")
-        value = await compute(fetch)
+        value = await job.compute(fetch)
         written = fetch.redis_written
         if self.redis is not None:
             versions = {day: usage.version for day, usage in fetch.days.items()}
-            if await self.redis.put_result(key, versions, value, self._result_ttl(kind, query.range)):
+            if await self.redis.put_result(job.key, versions, value, job.ttl):
                 written += 1
         return Answer(value, fetch.tier, written)
 
@@ -316,7 +315,7 @@ class CacheManager:
                 users,
             )
 
-        return await self._cached_result("analytics", query, DateRange(previous.start, current.end), compute)
+        return await self._cached_result(self._job("analytics", query, DateRange(previous.start, current.end), compute))
 
     async def breakdown(self, dimension: Dimension, query: AnalyticsQuery, page: Page) -> Answer:
         """One page of a by-user / by-model / by-provider breakdown (the full list is what gets cached)."""
@@ -326,7 +325,7 @@ class CacheManager:
             return compute_breakdown(dimension, query.filters, [fetch.days[d] for d in query.range], users)
 
         kind: ResultKind = f"by-{dimension}"  # type: ignore[assignment]
-        answer = await self._cached_result(kind, query, query.range, compute)
+        answer = await self._cached_result(self._job(kind, query, query.range, compute))
         return Answer(paginate(dimension, query.range, answer.value, page), answer.tier, answer.keys_written)
 
     # -- warming ---------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -18,9 +19,10 @@ def free_port() -> int:
 class RedisServer:
     """`with RedisServer(tmp_path) as server:`; `stop()` kills it (SIGKILL), `start()` brings it back."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, extra_args: Sequence[str] = ()) -> None:
         self.port = port or free_port()
         self.workdir = workdir
+        self.extra_args = list(extra_args)  # e.g. --requirepass, or TLS options (then --port 0 --tls-port PORT)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -44,19 +46,20 @@ class RedisServer:
                 str(self.workdir),
                 "--maxmemory-policy",
                 "volatile-lru",
+                *self.extra_args,  # later options win: TLS passes --port 0 --tls-port PORT
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            ping = subprocess.run(
-                ["redis-cli", "-p", str(self.port), "ping"], capture_output=True, text=True, check=False
-            )
-            if ping.stdout.strip() == "PONG":
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"gave up after {timeout}s waiting for redis-server on port {self.port} to answer PING")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            except OSError:
+                time.sleep(0.1)
+                continue
+            return
+        raise AssertionError(f"gave up after {timeout}s waiting for redis-server to listen on port {self.port}")
 
     def stop(self) -> None:
         if self.process is not None:
