@@ -193,3 +193,11 @@ def k8s_namespace(kube_cluster: KubeCluster) -> Iterator[str]:
         yield name
     finally:
         kube_cluster.run("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
+
+
+@pytest.fixture(scope="session")
+def crds(kube_cluster: KubeCluster) -> None:
+    """The project's CRDs (crds/), applied and Established."""
+    kube_cluster.run("apply", "-f", str(REPO_ROOT / "crds"))
+    for crd in ("cachewarmpolicies.cache.litemaas.io", "cacheinvalidations.cache.litemaas.io"):
+        kube_cluster.run("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")

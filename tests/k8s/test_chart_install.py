@@ -14,7 +14,7 @@ pytestmark = pytest.mark.k8s
 CHART = REPO_ROOT / "charts" / "litemaas-cache-operator"
 
 
-def test_helm_install_namespaced_then_uninstall(kube_cluster: KubeCluster, k8s_namespace: str) -> None:
+def test_helm_install_namespaced_then_uninstall(kube_cluster: KubeCluster, crds: None, k8s_namespace: str) -> None:
     release = f"lco-{uuid.uuid4().hex[:6]}"
     install = kube_cluster.helm_run(
         "install",

@@ -91,13 +91,6 @@ def invalidation(name: str, namespace: str, start: dt.date, end: dt.date, **spec
 
 
 @pytest.fixture(scope="module")
-def crds(kube_cluster: KubeCluster) -> None:
-    kube_cluster.run("apply", "-f", str(REPO_ROOT / "crds"))
-    for crd in ("cachewarmpolicies.cache.litemaas.io", "cacheinvalidations.cache.litemaas.io"):
-        kube_cluster.run("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
-
-
-@pytest.fixture(scope="module")
 def operator_db(seeded_dsn: str) -> Iterator[str]:
     dsn = create_database(seeded_dsn)
     yield dsn
