@@ -77,6 +77,13 @@ class Settings(BaseSettings):
         description="The operator retries a temporarily failed warm or invalidation after this long.",
     )
 
+    operator_priority: int | None = Field(
+        default=None,
+        ge=0,
+        validation_alias="OPERATOR_PRIORITY",
+        description="kopf peering priority of this replica; default: random, so replicas never tie.",
+    )
+
     api_token: SecretStr | None = Field(
         default=None, validation_alias="API_TOKEN", description="Bearer token the HTTP API requires."
     )

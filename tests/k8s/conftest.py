@@ -28,6 +28,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import create_database, drop_database
+from tests.support.redis_server import RedisServer
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_SH = REPO_ROOT / "scripts" / "cluster.sh"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -201,3 +204,32 @@ def crds(kube_cluster: KubeCluster) -> None:
     kube_cluster.run("apply", "-f", str(REPO_ROOT / "crds"))
     for crd in ("cachewarmpolicies.cache.litemaas.io", "cacheinvalidations.cache.litemaas.io"):
         kube_cluster.run("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+
+
+# -- what the operator under test runs with: its own database copy, its own redis-server ----------------------
+
+
+@pytest.fixture(scope="session")
+def operator_db(seeded_dsn: str) -> Iterator[str]:
+    dsn = create_database(seeded_dsn)
+    yield dsn
+    drop_database(dsn)
+
+
+@pytest.fixture(scope="session")
+def operator_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with RedisServer(tmp_path_factory.mktemp("operator-redis")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def operator_env(kube_cluster: KubeCluster, operator_db: str, operator_redis: RedisServer) -> dict[str, str]:
+    """The environment the operator runs with (and tests use to open their own manager on the same data)."""
+    return {
+        "DATABASE_URL": operator_db,
+        "REDIS_URL": operator_redis.url,
+        "REDIS_KEY_PREFIX": f"e2e:{uuid.uuid4().hex[:8]}:",
+        "REDIS_BREAKER_RESET_SECONDS": "0.5",
+        "OPERATOR_RETRY_SECONDS": "1",
+        "KUBECONFIG": str(kube_cluster.kubeconfig),
+    }

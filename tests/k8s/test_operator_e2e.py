@@ -9,9 +9,8 @@ import os
 import signal
 import subprocess
 import time
-import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,94 +25,24 @@ from litemaas_cache.dates import DateRange, utc_today
 from litemaas_cache.filters import build_query
 from litemaas_cache.manager import CacheManager
 from litemaas_cache.settings import load_settings
-from tests.conftest import REPO_ROOT, create_database, drop_database
+from tests.conftest import REPO_ROOT
 from tests.k8s.conftest import KubeCluster
+from tests.k8s.operator_support import (
+    LITEMAAS_CLI,
+    apply,
+    condition,
+    get,
+    http_json,
+    invalidation,
+    wait_for,
+    warm_policy,
+)
 from tests.support.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.k8s
 
-LITEMAAS_CLI = Path(os.environ.get("VIRTUAL_ENV", REPO_ROOT / ".venv")) / "bin" / "litemaas-cache"
-WAIT_SECONDS = 90.0
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float = WAIT_SECONDS, every: float = 0.5) -> Any:
-    """Poll `probe` until it returns something truthy; fail naming `what` (and the last value) on timeout."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"gave up after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
-
-
-def http_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        assert response.status == 200
-        return json.loads(response.read())
-
-
-def get(cluster: KubeCluster, kind: str, name: str, namespace: str) -> dict[str, Any]:
-    return json.loads(cluster.run("get", kind, name, "-n", namespace, "-o", "json").stdout)  # type: ignore[no-any-return]
-
-
-def condition(obj: dict[str, Any], type_: str) -> str | None:
-    for cond in obj.get("status", {}).get("conditions", []):
-        if cond["type"] == type_:
-            return str(cond["status"])
-    return None
-
-
-def apply(cluster: KubeCluster, doc: dict[str, Any], check: bool = True) -> subprocess.CompletedProcess[str]:
-    return cluster.run("apply", "-f", "-", input=yaml.safe_dump(doc), check=check)
-
-
-def warm_policy(name: str, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "cache.litemaas.io/v1alpha1",
-        "kind": "CacheWarmPolicy",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
-    }
-
-
-def invalidation(name: str, namespace: str, start: dt.date, end: dt.date, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "cache.litemaas.io/v1alpha1",
-        "kind": "CacheInvalidation",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"startDate": start.isoformat(), "endDate": end.isoformat(), **spec},
-    }
-
 
 # -- fixtures -------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def operator_db(seeded_dsn: str) -> Iterator[str]:
-    dsn = create_database(seeded_dsn)
-    yield dsn
-    drop_database(dsn)
-
-
-@pytest.fixture(scope="module")
-def operator_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with RedisServer(tmp_path_factory.mktemp("operator-redis")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def operator_env(kube_cluster: KubeCluster, operator_db: str, operator_redis: RedisServer) -> dict[str, str]:
-    """The environment the operator runs with (and tests use to open their own manager on the same data)."""
-    return {
-        "DATABASE_URL": operator_db,
-        "REDIS_URL": operator_redis.url,
-        "REDIS_KEY_PREFIX": f"e2e:{uuid.uuid4().hex[:8]}:",
-        "REDIS_BREAKER_RESET_SECONDS": "0.5",
-        "OPERATOR_RETRY_SECONDS": "1",
-        "KUBECONFIG": str(kube_cluster.kubeconfig),
-    }
 
 
 @pytest.fixture(scope="module")

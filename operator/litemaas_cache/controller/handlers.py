@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import secrets
 from typing import Any
 
 import kopf
@@ -56,12 +57,20 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     settings.networking.request_timeout = 60
     # Events for warnings and our own notable transitions only; routine handler chatter stays in the log.
     settings.posting.level = logging.WARNING
-    # Peering: with several replicas, one is active and the others pause, so two never warm at once.
+    # Peering: with several replicas, the one of highest priority works and the others pause, so two never warm
+    # at once. kopf pauses *every* operator that sees a live peer of equal priority, so replicas must not tie: each
+    # process draws a random priority unless OPERATOR_PRIORITY pins one.
+    app_settings = load_settings()
     settings.peering.clusterwide = True
     settings.peering.mandatory = False
+    settings.peering.priority = (
+        app_settings.operator_priority
+        if app_settings.operator_priority is not None
+        else secrets.randbelow(2**31 - 2) + 1
+    )
 
     memo.exit_stack = contextlib.AsyncExitStack()
-    memo.manager = await memo.exit_stack.enter_async_context(CacheManager.open(load_settings()))
+    memo.manager = await memo.exit_stack.enter_async_context(CacheManager.open(app_settings))
     logger.info("cache manager ready (redis %s)", "enabled" if memo.manager.redis else "disabled")
 
 

@@ -1,0 +1,72 @@
+"""Helpers of the operator tests: waits with deadlines, kubectl reads, and custom resource documents."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.conftest import REPO_ROOT
+from tests.k8s.conftest import KubeCluster
+
+LITEMAAS_CLI = Path(os.environ.get("VIRTUAL_ENV", REPO_ROOT / ".venv")) / "bin" / "litemaas-cache"
+WAIT_SECONDS = 90.0
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = WAIT_SECONDS, every: float = 0.5) -> Any:
+    """Poll `probe` until it returns something truthy; fail naming `what` (and the last value) on timeout."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"gave up after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
+
+
+def http_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200
+        return json.loads(response.read())
+
+
+def get(cluster: KubeCluster, kind: str, name: str, namespace: str) -> dict[str, Any]:
+    return json.loads(cluster.run("get", kind, name, "-n", namespace, "-o", "json").stdout)  # type: ignore[no-any-return]
+
+
+def condition(obj: dict[str, Any], type_: str) -> str | None:
+    for cond in obj.get("status", {}).get("conditions", []):
+        if cond["type"] == type_:
+            return str(cond["status"])
+    return None
+
+
+def apply(cluster: KubeCluster, doc: dict[str, Any], check: bool = True) -> subprocess.CompletedProcess[str]:
+    return cluster.run("apply", "-f", "-", input=yaml.safe_dump(doc), check=check)
+
+
+def warm_policy(name: str, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "cache.litemaas.io/v1alpha1",
+        "kind": "CacheWarmPolicy",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def invalidation(name: str, namespace: str, start: dt.date, end: dt.date, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "cache.litemaas.io/v1alpha1",
+        "kind": "CacheInvalidation",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"startDate": start.isoformat(), "endDate": end.isoformat(), **spec},
+    }
