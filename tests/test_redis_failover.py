@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
-import signal
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -24,18 +22,13 @@ from litemaas_cache.dates import DateRange, utc_today
 from litemaas_cache.filters import AnalyticsQuery, build_query
 from litemaas_cache.manager import Answer, CacheManager
 from litemaas_cache.redis_tier.breaker import BreakerState
+from tests.support.redis_server import RedisServer, free_port
 
 OpenManager = Callable[..., Awaitable[CacheManager]]
 CLI = str(Path(__file__).resolve().parent.parent / ".venv" / "bin" / "litemaas-cache")
 SOURCE = '"LiteLLM_DailyUserSpend"'
 # Quick failure detection for tests: short timeouts, a fast first probe.
 FAST = {"redis_socket_timeout": 0.25, "redis_breaker_reset_seconds": 0.2}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def wait_until(what: str, condition: Callable[[], bool | Awaitable[bool]], seconds: float = 15.0) -> float:
@@ -50,91 +43,10 @@ async def wait_until(what: str, condition: Callable[[], bool | Awaitable[bool]],
         await asyncio.sleep(0.05)
 
 
-class RedisServer:
-    """A redis-server of the test's own on a spare loopback port (no automatic snapshots)."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = _free_port()
-        self.dir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def _ping(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def start(self) -> None:
-        """Start (or restart on the same port; an RDB saved by `shutdown_save` is loaded) and wait for PONG."""
-        log = open(self.dir / "redis.log", "ab")  # noqa: SIM115 (kept open for the child's lifetime)
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.dir),
-                "--dbfilename",
-                "dump.rdb",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-        deadline = time.monotonic() + 10
-        while not self._ping():
-            if self.proc.poll() is not None:
-                pytest.fail(f"redis-server on port {self.port} exited: {(self.dir / 'redis.log').read_text()[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"waited 10s for redis-server to answer PING on port {self.port}")
-            time.sleep(0.02)
-
-    def kill(self) -> None:
-        """SIGKILL: the connection drops, nothing is saved."""
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(timeout=10)
-
-    def shutdown_save(self) -> None:
-        """Stop after writing an RDB, so the next start comes back with today's keys (a persistent Redis)."""
-        assert self.proc is not None
-        subprocess.run(["redis-cli", "-p", str(self.port), "shutdown", "save"], capture_output=True, timeout=10)
-        self.proc.wait(timeout=10)
-
-    def pause(self) -> None:
-        """SIGSTOP: the port still accepts connections, but nothing answers (a hung server)."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGCONT)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
+    with RedisServer(tmp_path) as server:
+        yield server
 
 
 def _query(days: DateRange, **filters: list[str]) -> AnalyticsQuery:
@@ -181,7 +93,7 @@ async def test_redis_killed_mid_test_then_restarted(
     today = utc_today()
     assert before[0]["totalRequests"] == await _source_requests(fresh_dsn, DateRange(today - dt.timedelta(29), today))
 
-    redis_server.kill()
+    redis_server.stop()
     started = time.monotonic()
     during = [await q(manager) for q in queries]
     assert [a.value for a in during] == before, "PostgreSQL answers exactly what Redis did"
@@ -283,7 +195,7 @@ def _run_cli(env: dict[str, str], *args: str) -> tuple[str, str]:
 
 
 async def test_every_cli_command_works_with_nothing_listening_on_the_redis_port(fresh_dsn: str) -> None:
-    dead = f"redis://127.0.0.1:{_free_port()}/0"
+    dead = f"redis://127.0.0.1:{free_port()}/0"
     env = {k: v for k, v in os.environ.items() if k not in ("LITELLM_DATABASE_URL", "REDIS_CLUSTER")}
     env.update(DATABASE_URL=fresh_dsn, REDIS_URL=dead, REDIS_KEY_PREFIX="dead:")
     today = utc_today()

@@ -1,7 +1,8 @@
-"""A private redis-server on a free loopback port, for tests that stop and restart Redis."""
+"""A private redis-server on a free loopback port, for tests that stop, hang, restart or secure Redis."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import time
@@ -17,7 +18,7 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """`with RedisServer(tmp_path) as server:`; `stop()` kills it (SIGKILL), `start()` brings it back."""
+    """`with RedisServer(tmp_path) as server:` (no automatic snapshots; its RDB and log live in `workdir`)."""
 
     def __init__(self, workdir: Path, port: int | None = None, extra_args: Sequence[str] = ()) -> None:
         self.port = port or free_port()
@@ -29,43 +30,69 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def log(self) -> Path:
+        return self.workdir / "redis.log"
+
     def start(self, timeout: float = 15.0) -> None:
+        """Start (or restart on the same port, loading an RDB left by shutdown_save) and wait until it listens."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-                "--maxmemory-policy",
-                "volatile-lru",
-                *self.extra_args,  # later options win: TLS passes --port 0 --tls-port PORT
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    "redis-server",
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(self.workdir),
+                    "--maxmemory-policy",
+                    "volatile-lru",
+                    *self.extra_args,  # later options win: TLS passes --port 0 --tls-port PORT
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"redis-server on port {self.port} exited: {self.log.read_text()[-2000:]}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
             except OSError:
-                time.sleep(0.1)
+                time.sleep(0.05)
                 continue
             return
         raise AssertionError(f"gave up after {timeout}s waiting for redis-server to listen on port {self.port}")
 
     def stop(self) -> None:
-        if self.process is not None:
+        """SIGKILL (after SIGCONT, in case it is paused): connections drop, nothing is saved."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
             self.process.kill()
             self.process.wait(timeout=10)
-            self.process = None
+        self.process = None
+
+    def shutdown_save(self) -> None:
+        """Stop after writing an RDB, so the next start comes back with the same keys (a persistent Redis)."""
+        assert self.process is not None
+        subprocess.run(["redis-cli", "-p", str(self.port), "shutdown", "save"], capture_output=True, timeout=10)
+        self.process.wait(timeout=10)
+        self.process = None
+
+    def pause(self) -> None:
+        """SIGSTOP: the port still accepts connections, but nothing answers (a hung server)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
 
     def __enter__(self) -> RedisServer:
         self.start()
