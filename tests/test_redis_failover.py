@@ -16,6 +16,7 @@ import orjson
 import psycopg
 import pytest
 import pytest_asyncio
+from redis.asyncio import Redis
 
 from litemaas_cache.analytics import Page
 from litemaas_cache.dates import DateRange, utc_today
@@ -185,6 +186,59 @@ async def test_invalidation_missed_by_redis_is_repaired_on_reconnect(
     assert answer.value["totalRequests"] == old.value["totalRequests"] + 1000
     assert answer.value["totalRequests"] == await _source_requests(fresh_dsn, days)
     assert (await manager.analytics(query)).value == answer.value
+
+
+async def test_invalidation_that_never_reached_redis_is_repaired_for_healthy_readers(
+    fresh_dsn: str,
+    redis_server: RedisServer,
+    open_manager: OpenManager,
+) -> None:
+    """A partition: the invalidating process cannot reach Redis and exits, while a reader's connection never
+    failed, so nothing tells the reader to re-sync. The periodic re-sync bounds how long it can serve the old
+    result (CACHE_VERSION_RESYNC_SECONDS; short here)."""
+    reader = await open_manager(fresh_dsn, redis_url=redis_server.url, version_resync_seconds=0.5, **FAST)
+    today = utc_today()
+    days = DateRange(today - dt.timedelta(days=12), today - dt.timedelta(days=6))
+    query = _query(days)
+    old = await reader.analytics(query)
+    assert (await reader.analytics(query)).tier == "redis"
+
+    changed = days.start + dt.timedelta(days=2)
+    await _sql(
+        fresh_dsn,
+        f"UPDATE {SOURCE} SET api_requests = api_requests + 1000 WHERE id = "
+        f"(SELECT id FROM {SOURCE} WHERE date = %s ORDER BY id LIMIT 1)",
+        (changed.isoformat(),),
+    )
+    partitioned = await open_manager(fresh_dsn, redis_url=f"redis://127.0.0.1:{free_port()}/0", **FAST)
+    report = await partitioned.invalidate(DateRange(changed, changed))
+    assert (report.redis_status, report.complete) == ("unavailable", False)
+
+    await asyncio.sleep(0.6)  # one re-sync interval: the reader raises the shared mirror from PostgreSQL
+    answer = await reader.analytics(query)
+    assert answer.tier != "redis"
+    assert answer.value["totalRequests"] == old.value["totalRequests"] + 1000
+    assert answer.value["totalRequests"] == await _source_requests(fresh_dsn, days)
+
+
+async def test_a_stray_key_of_the_wrong_type_is_a_miss_not_an_outage(
+    fresh_dsn: str,
+    redis_server: RedisServer,
+    open_manager: OpenManager,
+) -> None:
+    manager = await open_manager(fresh_dsn, redis_url=redis_server.url, redis_breaker_failures=2, **FAST)
+    assert manager.redis is not None
+    query = _query(DateRange(utc_today() - dt.timedelta(days=6), utc_today()))
+    key = manager.keys.result("analytics", query.range, query.filters.fingerprint())
+    raw = Redis.from_url(redis_server.url)
+    await raw.lpush(key, "x")
+    await raw.aclose()
+    # The GET gets WRONGTYPE: Redis answered, so it is a miss for this read and the breaker stays closed; the
+    # computed result then replaces the stray key, and later reads are hits.
+    assert (await manager.analytics(query)).tier != "redis"
+    assert [(await manager.analytics(query)).tier for _ in range(3)] == ["redis"] * 3
+    assert manager.redis.breaker.state is BreakerState.CLOSED
+    assert manager.redis.breaker.consecutive_failures == 0
 
 
 def _run_cli(env: dict[str, str], *args: str) -> tuple[str, str]:

@@ -152,6 +152,7 @@ class CacheManager:
                     timeout=settings.redis_socket_timeout,
                     breaker_failures=settings.redis_breaker_failures,
                     breaker_reset_seconds=settings.redis_breaker_reset_seconds,
+                    resync_seconds=settings.version_resync_seconds,
                 )
                 manager.redis = redis
             yield manager

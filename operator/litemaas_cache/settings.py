@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     redis_socket_timeout: float = Field(default=0.5, gt=0, validation_alias="REDIS_SOCKET_TIMEOUT")
     redis_breaker_failures: PositiveInt = Field(default=3, validation_alias="REDIS_BREAKER_FAILURES")
     redis_breaker_reset_seconds: float = Field(default=2.0, gt=0, validation_alias="REDIS_BREAKER_RESET_SECONDS")
+    version_resync_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        validation_alias="CACHE_VERSION_RESYNC_SECONDS",
+        description="How often each process re-raises Redis's day-version mirror from PostgreSQL.",
+    )
     compress_threshold: int = Field(
         default=1024,
         ge=0,

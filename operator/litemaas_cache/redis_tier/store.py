@@ -21,7 +21,7 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from ..aggregates import DayUsage
 from ..codec import Codec, CorruptValue
@@ -69,8 +69,13 @@ class RedisStore:
         timeout: float = 0.5,
         breaker_failures: int = 3,
         breaker_reset_seconds: float = 2.0,
+        resync_seconds: float = 30.0,
     ) -> None:
         self.keys = keys
+        # Even without a failure of its own, each process re-raises the shared mirror from PostgreSQL this often:
+        # an invalidation that could not reach Redis (run by a process that then exited) is repaired for every
+        # reader within this bound once Redis is reachable again.
+        self.resync_seconds = resync_seconds
         self.codec = codec
         self.cluster = cluster
         self.timeout = timeout
@@ -78,6 +83,7 @@ class RedisStore:
         self._version_source = version_source
         self._client: RedisClient | None = None
         self._synced = False
+        self._synced_at = 0.0
         self._missed = 0  # calls that failed or were refused: any of them may have been a version raise
         self._pending_stats: Counter[str] = Counter()
         self._last_flush = time.monotonic()
@@ -125,9 +131,14 @@ class RedisStore:
         try:
             client = self._connect()
             async with asyncio.timeout(self.timeout * 4):
-                if not self._synced:
+                if not self._synced or time.monotonic() - self._synced_at >= self.resync_seconds:
                     await self._resync_versions(client)
                 result = await fn(client)
+        except ResponseError as exc:
+            # Redis answered (WRONGTYPE on a stray key, a script error...): a miss for this call, not an outage.
+            log.warning("redis %s refused (%s); treating it as a miss", operation, str(exc)[:120])
+            self.breaker.record_success()
+            return default
         except _FAILURES as exc:
             self.breaker.record_failure(f"{operation}: {type(exc).__name__}")
             log.warning("redis %s failed (%s); falling back", operation, type(exc).__name__)
@@ -150,6 +161,7 @@ class RedisStore:
         await self._merge_versions(client or self._connect(), versions)
         # A call that failed or was refused meanwhile may have missed a raise newer than `versions`.
         self._synced = self._missed == missed
+        self._synced_at = time.monotonic()
 
     async def _merge_versions(self, client: RedisClient, versions: dict[dt.date, int]) -> int:
         """Raise mirror entries to `versions` (never lowers one); returns how many were raised."""
