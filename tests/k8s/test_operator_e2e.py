@@ -221,6 +221,52 @@ async def test_invalidation_purges_exactly_its_days(
     assert "Succeeded" in table
 
 
+async def test_rewarm_then_ttl_after_finished_deletes_the_invalidation(
+    kube_cluster: KubeCluster,
+    kopf_runner: KopfRunner,
+    k8s_namespace: str,
+    manager: CacheManager,
+    operator_env: dict[str, str],
+) -> None:
+    today = utc_today()
+    policy = warm_policy("dashboard", k8s_namespace, {"ranges": [{"preset": "last-7-days"}], "interval": "1m"})
+    apply(kube_cluster, policy)
+    wait_for(
+        "the policy to be warmed",
+        lambda: condition(get(kube_cluster, "cwp", "dashboard", k8s_namespace), "Ready") == "True",
+    )
+    day = today - dt.timedelta(days=3)
+    client = redis.Redis.from_url(operator_env["REDIS_URL"])
+    day_key = f"{operator_env['REDIS_KEY_PREFIX']}day:{day.isoformat()}"
+    assert client.exists(day_key)
+
+    apply(kube_cluster, invalidation("rewarm-me", k8s_namespace, day, day, rewarm=True, ttlSecondsAfterFinished=0))
+    done = wait_for(
+        "the rewarming invalidation to succeed",
+        lambda: (
+            (o := get(kube_cluster, "cinv", "rewarm-me", k8s_namespace))
+            and o.get("status", {}).get("phase") == "Succeeded"
+            and o
+        ),
+        timeout=30,
+    )
+    assert "re-warmed 2 range(s)" in done["status"]["message"]  # the day itself, and the policy's last-7-days
+    assert client.exists(day_key)  # purged, then warmed again
+    week = build_query((today - dt.timedelta(days=6)).isoformat(), today.isoformat(), max_days=90, max_ids=10)
+    assert (await manager.analytics(week)).tier == "redis"
+
+    wait_for(
+        "ttlSecondsAfterFinished=0 to delete the finished invalidation",
+        lambda: (
+            not kube_cluster.run(
+                "get", "cinv", "rewarm-me", "-n", k8s_namespace, "--ignore-not-found", "-o", "name"
+            ).stdout.strip()
+        ),
+        timeout=45,
+    )
+    kube_cluster.run("delete", "cwp", "dashboard", "-n", k8s_namespace, "--wait=false", check=False)
+
+
 def test_spec_that_cannot_run_is_a_permanent_failure(
     kube_cluster: KubeCluster, kopf_runner: KopfRunner, k8s_namespace: str
 ) -> None:

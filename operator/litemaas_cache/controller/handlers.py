@@ -55,6 +55,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     settings.watching.connect_timeout = 30
     # Single API calls (patches, events) should never hang a handler for long.
     settings.networking.request_timeout = 60
+    # A deleted object keeps kopf's finalizer until its timers exit. A timer that is itself deleting the object
+    # (ttlSecondsAfterFinished) exits right after its API call: wait briefly for that instead of re-checking only
+    # after kopf's default 60 s.
+    settings.background.instant_exit_timeout = 2.0
+    settings.background.cancellation_polling = 5.0
     # Events for warnings and our own notable transitions only; routine handler chatter stays in the log.
     settings.posting.level = logging.WARNING
     # Peering: with several replicas, the one of highest priority works and the others pause, so two never warm
