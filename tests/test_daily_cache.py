@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from litemaas_cache.aggregates import decode_rows
+from litemaas_cache.aggregates import DayUsage
 from litemaas_cache.codec import Codec
 from litemaas_cache.daily_cache import FreshnessPolicy, PostgresDayCache
 from litemaas_cache.dates import DateRange, utc_today
@@ -96,9 +96,7 @@ async def test_a_day_without_usage_is_cached_as_empty(db: Database, cache: Postg
     stored = await rows(
         db, f"SELECT aggregates, is_complete, version FROM {SCHEMA}.daily_usage WHERE day = %s", (empty,)
     )
-    assert [(decode_rows(Codec().decode(data)), complete, version) for data, complete, version in stored] == [
-        ((), True, 1)
-    ]
+    assert [(DayUsage.from_payload(Codec().decode(data)).rows, ok, v) for data, ok, v in stored] == [((), True, 1)]
     # A hit from now on: served by get(), and fill() computes nothing.
     assert (await cache.get([empty]))[empty].rows == ()
     assert (await cache.fill([empty]))[1] == 0

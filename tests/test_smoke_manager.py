@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
+import psycopg
+from redis.asyncio import Redis
+
 from litemaas_cache.dates import utc_today
 from litemaas_cache.filters import build_query
 from litemaas_cache.manager import CacheManager
@@ -16,3 +21,28 @@ async def test_cold_then_redis_hit(manager: CacheManager) -> None:
     assert warm.tier == "redis"
     assert warm.value == cold.value
     assert cold.value["totalRequests"] > 0
+
+
+async def test_both_tiers_hold_the_same_bytes_for_a_day(manager: CacheManager) -> None:
+    """A day is encoded once: the PostgreSQL row and the Redis entry are the same bytes."""
+    today = utc_today()
+    day = today - dt.timedelta(days=3)
+    query = build_query(day.isoformat(), day.isoformat(), max_days=90, max_ids=1000)
+    assert (await manager.analytics(query)).tier == "source"
+    with psycopg.connect(manager.settings.database_dsn) as conn:
+        row = conn.execute("SELECT aggregates FROM litemaas_cache.daily_usage WHERE day = %s", (day,)).fetchone()
+    assert row is not None
+    client = Redis.from_url(manager.settings.redis_dsn)
+    try:
+        assert await client.get(manager.keys.day(day)) == row[0]
+    finally:
+        await client.aclose()
+    # and a read from PostgreSQL alone (Redis entry gone) backfills Redis with those same bytes
+    await manager.redis.delete_all()  # type: ignore[union-attr]
+    await manager.redis.flush_stats()  # type: ignore[union-attr]
+    await manager.get_days([day])
+    client = Redis.from_url(manager.settings.redis_dsn)
+    try:
+        assert await client.get(manager.keys.day(day)) == row[0]
+    finally:
+        await client.aclose()

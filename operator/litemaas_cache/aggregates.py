@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -135,6 +135,8 @@ class DayUsage:
     rows: tuple[UsageRow, ...]
     is_complete: bool
     version: int
+    # The codec's bytes of to_payload(), when this day came from (or was just written to) a cache tier.
+    encoded: bytes | None = field(default=None, compare=False, repr=False)
 
     def to_payload(self) -> dict[str, Any]:
         return {

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from .aggregates import DayUsage, decode_rows, encode_rows
+from .aggregates import DayUsage
 from .codec import Codec
 from .dates import DateRange, utc_now
 from .db import Database
@@ -26,12 +26,11 @@ FROM {SCHEMA}.daily_usage WHERE day = ANY(%s)
 _UPSERT_SQL = f"""
 INSERT INTO {SCHEMA}.daily_usage AS t
     (day, aggregates, is_complete, row_count, requests, total_tokens, spend, version, updated_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, 1, now())
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now())
 ON CONFLICT (day) DO UPDATE SET
     aggregates = EXCLUDED.aggregates, is_complete = EXCLUDED.is_complete, row_count = EXCLUDED.row_count,
     requests = EXCLUDED.requests, total_tokens = EXCLUDED.total_tokens, spend = EXCLUDED.spend,
-    version = t.version + 1, updated_at = now()
-RETURNING version
+    version = EXCLUDED.version, updated_at = now()
 """
 
 _PURGE_SQL = f"""
@@ -111,21 +110,23 @@ class PostgresDayCache:
             cur = await conn.execute(_READ_SQL, (ordered,))
             now = utc_now()
             result: dict[dt.date, DayUsage] = {}
+            versions: dict[dt.date, int] = {}
             for day, aggregates, is_complete, version, updated_at in await cur.fetchall():
+                versions[day] = int(version)
                 if aggregates is not None and self.policy.is_fresh(day, updated_at, is_complete, now):
                     result[day] = self._to_day_usage(day, aggregates, is_complete, version)
             missing = [d for d in ordered if d not in result]
             computed = await fetch_day_rows(self._db, missing)
             for day, rows in computed.items():
-                complete = not self.policy.is_current(day, now)
-                totals = DayUsage(day, tuple(rows), complete, 0).totals()
-                cur = await conn.execute(
+                # The day's lock is held, so the next version is known before writing: the stored bytes carry it
+                # and are exactly what the Redis tier stores too (no second encoding).
+                usage = DayUsage(day, tuple(rows), not self.policy.is_current(day, now), versions.get(day, 0) + 1)
+                usage = replace(usage, encoded=self._codec.encode(usage.to_payload()))
+                await conn.execute(
                     _UPSERT_SQL,
-                    (day, self._codec.encode(encode_rows(rows)), complete, len(rows), *totals),
+                    (day, usage.encoded, usage.is_complete, len(rows), *usage.totals(), usage.version),
                 )
-                row = await cur.fetchone()
-                assert row is not None
-                result[day] = DayUsage(day, tuple(rows), complete, int(row[0]))
+                result[day] = usage
         return result, len(missing)
 
     async def purge(self, days: DateRange) -> PurgeResult:
@@ -150,7 +151,10 @@ class PostgresDayCache:
         return {day: known.get(day, 0) for day in days}
 
     def _to_day_usage(self, day: dt.date, aggregates: bytes, complete: bool, version: int) -> DayUsage:
-        return DayUsage(day, decode_rows(self._codec.decode(aggregates)), complete, int(version))
+        """The stored payload, with the row's own flags (the bytes are reused as they are when they agree)."""
+        usage = DayUsage.from_payload(self._codec.decode(aggregates))
+        same = (usage.day, usage.is_complete, usage.version) == (day, complete, version)
+        return replace(usage, is_complete=complete, version=int(version), encoded=aggregates if same else None)
 
     async def all_versions(self) -> dict[dt.date, int]:
         async with self._db.cache_connection() as conn:

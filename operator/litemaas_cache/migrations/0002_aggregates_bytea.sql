@@ -9,5 +9,5 @@ WHERE aggregates IS NOT NULL;
 
 ALTER TABLE litemaas_cache.daily_usage ALTER COLUMN aggregates TYPE bytea USING NULL;
 COMMENT ON COLUMN litemaas_cache.daily_usage.aggregates IS
-    'codec-encoded table of the day''s rows (aggregates.encode_rows): distinct users, keys, models and providers once, '
-    'rows as [user, key, model, provider index, prompt, completion, requests, ok, failed, spend]';
+    'codec-encoded DayUsage.to_payload(): day, complete, version and the rows as dictionary-coded columns; '
+    'byte for byte what the Redis tier stores for the day';

@@ -216,7 +216,7 @@ class RedisStore:
         """Store day entries (raising the mirror to their versions first); returns how many were written."""
         entries = list(days)
         # Encoded before the call: the Redis timeout bounds Redis, not the CPU time of compressing large days.
-        encoded = [(self.keys.day(u.day), self.codec.encode(u.to_payload()), ttl(u)) for u in entries]
+        encoded = [(self.keys.day(u.day), u.encoded or self.codec.encode(u.to_payload()), ttl(u)) for u in entries]
 
         async def write(client: RedisClient) -> int:
             await self._merge_versions(client, {d.day: d.version for d in entries})
