@@ -292,3 +292,23 @@ def test_cli_missing_source_table(make_empty_dsn: Callable[[], str]) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "LiteLLM_DailyUserSpend" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("DATABASE_URL", "", "DATABASE_URL: must be a PostgreSQL URL"),
+        ("DATABASE_URL", "mysql://db/x", "DATABASE_URL: must be a PostgreSQL URL"),
+        ("LITELLM_DATABASE_URL", "litellm", "LITELLM_DATABASE_URL: must be a PostgreSQL URL"),
+        ("REDIS_URL", "http://cache:6379", "REDIS_URL: must start with one of redis://, rediss://, unix://"),
+    ],
+)
+def test_connection_strings_are_checked_at_start_up(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:p@127.0.0.1:5432/x")
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError) as failure:
+        load_settings()
+    assert expected in str(failure.value)
+    assert "u:p@" not in str(failure.value)

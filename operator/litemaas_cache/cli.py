@@ -323,13 +323,10 @@ def operator(
 
     from .controller import handlers  # noqa: F401 - registers the handlers
 
-    try:
-        load_settings()  # fail fast, with the variable's name, before connecting to Kubernetes
-    except CacheError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
-        raise typer.Exit(EXIT_BACKEND) from None
-    asyncio.run(
-        kopf.operator(
+    # Settings are loaded here first only to fail fast, naming the variable, before connecting to Kubernetes;
+    # the startup handler loads them again for itself.
+    _run(
+        lambda _settings: kopf.operator(
             clusterwide=not namespace,
             namespaces=namespace or (),
             standalone=standalone,

@@ -6,12 +6,22 @@ from functools import cached_property
 from typing import Annotated
 from urllib.parse import quote
 
-from pydantic import AliasChoices, Field, PositiveInt, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    PositiveInt,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigurationError
 
 PositiveSeconds = Annotated[int, Field(gt=0)]
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 class Settings(BaseSettings):
@@ -94,6 +104,21 @@ class Settings(BaseSettings):
         default=None, validation_alias="API_TOKEN", description="Bearer token the HTTP API requires."
     )
 
+    @field_validator("database_url", "litellm_database_url")
+    @classmethod
+    def _postgres_dsn(cls, value: SecretStr | None) -> SecretStr | None:
+        text = "" if value is None else value.get_secret_value().strip()
+        if value is not None and not (text.startswith(POSTGRES_SCHEMES) or "=" in text):
+            raise ValueError("must be a PostgreSQL URL (postgresql://...) or a libpq key=value string")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip().startswith(REDIS_SCHEMES):
+            raise ValueError(f"must start with one of {', '.join(REDIS_SCHEMES)}")
+        return value
+
     @model_validator(mode="after")
     def _litellm_defaults_to_database(self) -> Settings:
         if self.litellm_database_url is None:
@@ -131,5 +156,5 @@ def load_settings(**overrides: object) -> Settings:
             field = Settings.model_fields.get(name)
             if field is not None and isinstance(field.validation_alias, str):
                 name = field.validation_alias
-            problems.append(f"{name}: {err['msg']}")
+            problems.append(f"{name}: {err['msg'].removeprefix('Value error, ')}")
         raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from None
