@@ -103,4 +103,10 @@ rm -rf "$bin_dir"
 mv "$tmp_dir" "$bin_dir"
 trap - EXIT
 echo "build.sh: built in $(( $(date +%s) - start ))s" >&2
+# Binaries of earlier pins are ~240 MB each and nothing uses them any more.
+for old in "$cache_dir"/bin/k8s-*; do
+    if [ -d "$old" ] && [ "$old" != "$bin_dir" ]; then
+        rm -rf "$old" && echo "build.sh: removed the binaries of an earlier pin: $old" >&2
+    fi
+done
 echo "$bin_dir"
