@@ -5,6 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
+
+import psycopg
 
 from .aggregates import DayUsage
 from .codec import Codec
@@ -87,14 +90,22 @@ class PostgresDayCache:
     async def get(self, days: Sequence[dt.date]) -> dict[dt.date, DayUsage]:
         """The fresh cached days among `days` (stale, purged and absent days are left out)."""
         async with self._db.cache_connection() as conn:
-            cur = await conn.execute(_READ_SQL, (list(days),))
-            records = await cur.fetchall()
+            fresh, _ = await self._read(conn, days)
+        return fresh
+
+    async def _read(
+        self, conn: psycopg.AsyncConnection[Any], days: Sequence[dt.date]
+    ) -> tuple[dict[dt.date, DayUsage], dict[dt.date, int]]:
+        """The fresh cached days among `days`, and the current version of every day that has a row."""
+        cur = await conn.execute(_READ_SQL, (list(days),))
         now = utc_now()
-        found: dict[dt.date, DayUsage] = {}
-        for day, aggregates, is_complete, version, updated_at in records:
+        fresh: dict[dt.date, DayUsage] = {}
+        versions: dict[dt.date, int] = {}
+        for day, aggregates, is_complete, version, updated_at in await cur.fetchall():
+            versions[day] = int(version)
             if aggregates is not None and self.policy.is_fresh(day, updated_at, is_complete, now):
-                found[day] = self._to_day_usage(day, aggregates, is_complete, version)
-        return found
+                fresh[day] = self._to_day_usage(day, aggregates, is_complete, version)
+        return fresh, versions
 
     async def fill(self, days: Sequence[dt.date]) -> tuple[dict[dt.date, DayUsage], int]:
         """Compute missing or stale days from the source and store them; returns (days, how many computed).
@@ -107,14 +118,8 @@ class PostgresDayCache:
         ordered = sorted(set(days))
         async with self._db.cache_connection() as conn, conn.transaction():
             await conn.execute(_LOCK_DAYS_SQL, (DAY_LOCK_NAMESPACE, [d.toordinal() for d in ordered]))
-            cur = await conn.execute(_READ_SQL, (ordered,))
+            result, versions = await self._read(conn, ordered)
             now = utc_now()
-            result: dict[dt.date, DayUsage] = {}
-            versions: dict[dt.date, int] = {}
-            for day, aggregates, is_complete, version, updated_at in await cur.fetchall():
-                versions[day] = int(version)
-                if aggregates is not None and self.policy.is_fresh(day, updated_at, is_complete, now):
-                    result[day] = self._to_day_usage(day, aggregates, is_complete, version)
             missing = [d for d in ordered if d not in result]
             computed = await fetch_day_rows(self._db, missing)
             for day, rows in computed.items():
