@@ -55,6 +55,11 @@ _FAILURES = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
 STATS_FLUSH_SECONDS = 1.0
 
 
+def _versions(mirror: Sequence[bytes | None]) -> list[int]:
+    """An HMGET of the version mirror as numbers; a day the mirror does not hold is at version 0."""
+    return [int(v) if v is not None else 0 for v in mirror]
+
+
 class RedisStore:
     """Day entries, result entries, the version mirror, locks and shared counters in Redis."""
 
@@ -196,9 +201,9 @@ class RedisStore:
             return {}
         *values, mirror = replies
         found: dict[dt.date, DayUsage] = {}
-        for day, data, version in zip(days, values, mirror, strict=True):
+        for day, data, version in zip(days, values, _versions(mirror), strict=True):
             usage = self._decode_day(day, data)
-            if usage is not None and usage.version == int(version or 0):
+            if usage is not None and usage.version == version:
                 found[day] = usage
         return found
 
@@ -247,8 +252,7 @@ class RedisStore:
             except (CorruptValue, KeyError, TypeError) as exc:
                 log.warning("ignoring unreadable redis entry %s: %s", key, exc)
                 return None
-            current = [int(v) if v is not None else 0 for v in mirror]
-            return value if vector == current else None
+            return value if vector == _versions(mirror) else None
 
         return await self._call("get-result", read, None)
 
@@ -356,7 +360,7 @@ class RedisStore:
         return cast(dict[str, Any] | None, await self._call("info", info, None))
 
     async def delete_all(self) -> int:
-        """Remove every key under the prefix (tests and `stats --reset` only)."""
+        """Remove every key under the prefix (tests and benchmarks only)."""
 
         async def delete(client: RedisClient) -> int:
             removed = 0
