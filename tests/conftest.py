@@ -7,7 +7,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -105,7 +105,14 @@ def make_settings(dsn: str, **overrides: object) -> Settings:
 @pytest_asyncio.fixture
 async def manager(fresh_dsn: str, key_prefix: str) -> AsyncIterator[CacheManager]:
     """A two-tier manager on a private copy of the seeded data and a private Redis prefix."""
-    async with CacheManager.open(make_settings(fresh_dsn, redis_key_prefix=key_prefix)) as m:
+    async with managed(fresh_dsn, key_prefix) as m:
+        yield m
+
+
+@asynccontextmanager
+async def managed(dsn: str, key_prefix: str) -> AsyncIterator[CacheManager]:
+    """A two-tier manager on `dsn` whose Redis keys (under `key_prefix`) are removed when it closes."""
+    async with CacheManager.open(make_settings(dsn, redis_key_prefix=key_prefix)) as m:
         yield m
         if m.redis is not None:
             await m.redis.delete_all()

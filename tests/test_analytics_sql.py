@@ -21,7 +21,7 @@ from litemaas_cache.dates import utc_today
 from litemaas_cache.filters import build_query
 from litemaas_cache.manager import CacheManager
 from litemaas_cache.providers import infer_provider
-from tests.conftest import make_settings
+from tests.conftest import managed
 
 TODAY = utc_today()
 
@@ -251,10 +251,8 @@ async def picks(oracle: Oracle) -> Picks:
 
 @pytest_asyncio.fixture
 async def mgr(module_dsn: str, key_prefix: str) -> AsyncIterator[CacheManager]:
-    async with CacheManager.open(make_settings(module_dsn, redis_key_prefix=key_prefix)) as m:
+    async with managed(module_dsn, key_prefix) as m:
         yield m
-        if m.redis is not None:
-            await m.redis.delete_all()
 
 
 def scenario(name: str, picks: Picks) -> tuple[dt.date, dt.date, Filters]:
