@@ -27,13 +27,14 @@ TODAY = utc_today()
 
 _CELLS = """
 WITH prov AS (SELECT * FROM unnest(%(prov_models)s::text[], %(prov_names)s::text[]) AS p(model, inferred)),
+named AS (SELECT *, COALESCE(NULLIF(model, ''), 'unknown') AS model_name FROM "LiteLLM_DailyUserSpend"),
 src AS (
-    SELECT s.date::date AS day, s.api_key, s.model,
+    SELECT s.date::date AS day, s.api_key, s.model_name AS model,
            COALESCE(NULLIF(s.custom_llm_provider, ''), prov.inferred) AS provider,
            COALESCE(k.user_id::text, 'unmapped') AS user_id, k.litellm_key_alias AS key_alias,
            s.prompt_tokens, s.completion_tokens, s.api_requests, s.successful_requests, s.failed_requests, s.spend
-    FROM "LiteLLM_DailyUserSpend" s
-    JOIN prov ON prov.model = s.model
+    FROM named s
+    JOIN prov ON prov.model = s.model_name
     LEFT JOIN api_keys k ON k.key_hash = s.api_key
     WHERE s.date BETWEEN %(start)s AND %(end)s
 ),
@@ -216,7 +217,9 @@ EMPTY_SCENARIOS = {"before-seeded-data", "no-match", "contradictory-filters"}
 @pytest_asyncio.fixture
 async def oracle(module_dsn: str) -> AsyncIterator[Oracle]:
     async with await psycopg.AsyncConnection.connect(module_dsn, autocommit=True) as conn:
-        cur = await conn.execute('SELECT DISTINCT model FROM "LiteLLM_DailyUserSpend"')
+        cur = await conn.execute(
+            "SELECT DISTINCT COALESCE(NULLIF(model, ''), 'unknown') FROM \"LiteLLM_DailyUserSpend\""
+        )
         yield Oracle(conn, [m for (m,) in await cur.fetchall()])
 
 
@@ -235,7 +238,7 @@ async def picks(oracle: Oracle) -> Picks:
     keys = await cur.fetchall()
     cur = await oracle.conn.execute(
         """SELECT min(api_key) FROM "LiteLLM_DailyUserSpend" s
-           WHERE NOT EXISTS (SELECT 1 FROM api_keys k WHERE k.key_hash = s.api_key)"""
+           WHERE api_key <> '' AND NOT EXISTS (SELECT 1 FROM api_keys k WHERE k.key_hash = s.api_key)"""
     )
     row = await cur.fetchone()
     assert row is not None

@@ -149,7 +149,7 @@ FILTERS: dict[str, tuple[str, str, str]] = {
     "unmapped-api-key-hash": (
         "--api-key",
         """SELECT min(api_key) FROM "LiteLLM_DailyUserSpend" s
-           WHERE NOT EXISTS (SELECT 1 FROM api_keys k WHERE k.key_hash = s.api_key)""",
+           WHERE api_key <> '' AND NOT EXISTS (SELECT 1 FROM api_keys k WHERE k.key_hash = s.api_key)""",
         "s.api_key = %s",
     ),
 }
@@ -204,14 +204,15 @@ def test_filter_without_matches_gives_zeros(cli_dsn: str) -> None:
 def test_breakdown_by_model_is_paginated(cli_dsn: str) -> None:
     with psycopg.connect(cli_dsn) as conn:
         rows = conn.execute(
-            """SELECT model, sum(api_requests)::bigint, sum(spend) FROM "LiteLLM_DailyUserSpend"
-               WHERE date BETWEEN %s AND %s GROUP BY model ORDER BY 2 DESC, 1""",
+            """SELECT COALESCE(NULLIF(model, ''), 'unknown'), sum(api_requests)::bigint, sum(spend)
+               FROM "LiteLLM_DailyUserSpend" WHERE date BETWEEN %s AND %s GROUP BY 1 ORDER BY 2 DESC, 1""",
             (START.isoformat(), TODAY.isoformat()),
         ).fetchall()
-    assert len(rows) == 5
+    assert len(rows) == 8, "5 catalog models, gpt-4o-mini (the empty key's), local/phi-4 and unknown (MCP tools)"
+    assert len({r for _, r, _ in rows}) == len(rows), "no ties in requests: the order is fully determined"
     prefix = f"test:cli:{uuid.uuid4().hex[:10]}:"
     seen = []
-    for page in (1, 2, 3):
+    for page in (1, 2, 3, 4):
         result = ok(
             run(
                 cli_dsn,
@@ -229,9 +230,9 @@ def test_breakdown_by_model_is_paginated(cli_dsn: str) -> None:
         )
         doc = orjson.loads(result.stdout)
         assert doc["dimension"] == "model"
-        assert doc["pagination"] == {"page": page, "pageSize": 2, "total": 5, "totalPages": 3}
+        assert doc["pagination"] == {"page": page, "pageSize": 2, "total": 8, "totalPages": 4}
         assert (doc["sortBy"], doc["sortOrder"]) == ("requests", "desc")
-        assert len(doc["items"]) == (2 if page < 3 else 1)
+        assert len(doc["items"]) == 2
         seen += doc["items"]
     assert [(i["model"], i["requests"]) for i in seen] == [(m, r) for m, r, _ in rows]
     for item, (_, _, spend) in zip(seen, rows, strict=True):
@@ -266,8 +267,8 @@ def test_table_mode(cli_dsn: str) -> None:
 
 def test_breakdown_table_mode(cli_dsn: str) -> None:
     result = ok(run(cli_dsn, "analytics", *RANGE, "--by", "provider"))
-    assert "By provider (page 1/1, 5 items)" in result.stdout
-    for provider in ("openai", "meta_llama", "anthropic", "watsonx", "mistral"):
+    assert "By provider (page 1/1, 7 items)" in result.stdout
+    for provider in ("openai", "meta_llama", "anthropic", "watsonx", "mistral", "local", "unknown"):
         assert provider in result.stdout
 
 

@@ -15,12 +15,14 @@ from typing import Any, TypeVar
 import psycopg
 import pytest
 
-from litemaas_cache.aggregates import DayUsage
-from litemaas_cache.analytics import Dimension, Page, compute_analytics, compute_breakdown, paginate
+from litemaas_cache.analytics import Page, analytics_document, breakdown_items, paginate, top_key, users_needed
 from litemaas_cache.dates import DateRange, utc_today
+from litemaas_cache.engine import RangeAccumulator
 from litemaas_cache.filters import AnalyticsQuery, build_query
+from litemaas_cache.frames import empty_frame, encode_day
 from litemaas_cache.manager import Answer, CacheManager
-from litemaas_cache.source import fetch_day_rows, load_users
+from litemaas_cache.source import SourceReader, coded_usage, dimensions_of, key_alias, load_key_owners, load_users
+from litemaas_cache.vocabulary import Dimension
 
 OpenManager = Callable[..., Awaitable[CacheManager]]
 SOURCE = '"LiteLLM_DailyUserSpend"'
@@ -52,19 +54,30 @@ class Request:
         return await manager.breakdown(self.dimension, self.query, self.page)
 
     async def oracle(self, manager: CacheManager) -> Any:
-        """The answer computed straight from the source, bypassing every cache tier."""
+        """The answer computed straight from the source by the engine, bypassing every cache tier."""
         current = self.query.range
+        previous = current.previous() if self.dimension is None else None
         days = list(DateRange(current.previous().start, current.end))
-        rows = await fetch_day_rows(manager.db, days)
-        usage = {d: DayUsage(d, tuple(rows[d]), True, 0) for d in days}
-        users = await load_users(manager.db)
+        reader = SourceReader(manager.settings.litellm_dsn)
+        try:
+            rows = await reader.fetch(days)
+        finally:
+            reader.close()
+        async with manager.db.cache_connection() as conn:
+            dims = dimensions_of(rows, await load_key_owners(conn))
+            codes = await manager.dictionary.register(conn, dims.values())
+        manager.dictionary.adopt((code, dim, value) for dim, found in codes.items() for value, code in found.items())
+        by_day = coded_usage(rows, dims, codes).partition_by("date", as_dict=True, include_key=False)
+        frames = [encode_day(d, by_day.get((d.isoformat(),), empty_frame()), is_complete=True, version=0) for d in days]
+        accumulator = RangeAccumulator(current, previous, await manager.service.code_filter(self.query.filters))
+        accumulator.add(frames)
+        summary = accumulator.summary(manager.dictionary)
+        async with manager.db.cache_connection() as conn:
+            users = await load_users(conn, users_needed(summary, self.dimension))
+            alias = await key_alias(conn, top_key(summary))
         if self.dimension is None:
-            previous = current.previous()
-            return compute_analytics(
-                current, self.query.filters, [usage[d] for d in current], [usage[d] for d in previous], users
-            )
-        items = compute_breakdown(self.dimension, self.query.filters, [usage[d] for d in current], users)
-        return paginate(self.dimension, current, items, self.page)
+            return analytics_document(current, summary, users, alias)
+        return paginate(self.dimension, current, breakdown_items(self.dimension, summary, users), self.page)
 
 
 async def test_stampede_computes_a_cold_key_once_across_managers(
@@ -78,7 +91,7 @@ async def test_stampede_computes_a_cold_key_once_across_managers(
     )
 
     assert len({repr(a.value) for a in answers}) == 1, "every request got the same document"
-    assert sum(m.local_counters.get("computations", 0) for m in managers) == 1
+    assert sum(m.counters.local.get("computations", 0) for m in managers) == 1
     for m in managers:
         assert m.redis is not None
         await m.redis.flush_stats()
@@ -95,10 +108,10 @@ async def test_stampede_computes_a_cold_key_once_across_managers(
         await asyncio.sleep(0.003 * i)
         return await managers[i % len(managers)].breakdown("user", by_user, Page())
 
-    before = sum(m.local_counters.get("computations", 0) for m in managers)
+    before = sum(m.counters.local.get("computations", 0) for m in managers)
     answers = await _within(20, "20 staggered requests", asyncio.gather(*(late(i) for i in range(20))))
     assert len({repr(a.value) for a in answers}) == 1
-    assert sum(m.local_counters.get("computations", 0) for m in managers) == before + 1
+    assert sum(m.counters.local.get("computations", 0) for m in managers) == before + 1
 
 
 async def test_random_updates_invalidations_warms_and_reads_converge(

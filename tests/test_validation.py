@@ -14,16 +14,16 @@ from typing import Any
 import pytest
 
 from litemaas_cache.analytics import Page
-from litemaas_cache.codec import Codec
 from litemaas_cache.daily_cache import FreshnessPolicy, PostgresDayCache
 from litemaas_cache.dates import DateRange, resolve_range
 from litemaas_cache.db import Database
+from litemaas_cache.dictionary import DimensionDictionary
 from litemaas_cache.errors import ConfigurationError, InvalidRequest, SourceMissing
 from litemaas_cache.filters import build_query
 from litemaas_cache.manager import CacheManager
 from litemaas_cache.schema import migrate
 from litemaas_cache.settings import load_settings
-from litemaas_cache.source import load_key_owners, load_users
+from litemaas_cache.source import SourceReader, load_key_owners, load_users
 from tests.conftest import make_settings
 
 CLI = str(Path(sys.executable).with_name("litemaas-cache"))
@@ -217,11 +217,15 @@ async def test_missing_source_table(make_empty_dsn: Callable[[], str], key_prefi
     dsn = make_empty_dsn()
     async with Database(dsn) as db:
         await migrate(db)  # the cache schema exists; LiteLLM's and LiteMaaS's tables do not
-        assert await load_key_owners(db) == {}
-        assert await load_users(db) == {}
-        cache = PostgresDayCache(db, FreshnessPolicy(dt.timedelta(minutes=5), dt.timedelta(hours=2)), Codec())
+        async with db.cache_connection() as conn:
+            assert (await load_key_owners(conn)).height == 0
+            assert await load_users(conn, ["a-user"]) == {}
+        reader = SourceReader(dsn)
+        policy = FreshnessPolicy(dt.timedelta(minutes=5), dt.timedelta(hours=2))
+        cache = PostgresDayCache(db, policy, reader, DimensionDictionary())
         with pytest.raises(SourceMissing, match='"LiteLLM_DailyUserSpend" does not exist') as info:
             await cache.fill([dt.date(2025, 1, 1)])
+        reader.close()
         assert "LITELLM_DATABASE_URL" in str(info.value)
         assert await cache.versions([dt.date(2025, 1, 1)]) == {dt.date(2025, 1, 1): 0}  # nothing was cached
 
@@ -230,8 +234,7 @@ async def test_missing_source_table(make_empty_dsn: Callable[[], str], key_prefi
             with pytest.raises(SourceMissing):
                 await manager.analytics(query("2025-01-01", "2025-01-07"))
         finally:
-            if manager.redis is not None:
-                await manager.redis.delete_all()
+            await manager.redis.delete_all()
 
 
 # --- the CLI: one line, no traceback ---------------------------------------------------------------------

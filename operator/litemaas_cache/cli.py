@@ -14,14 +14,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .analytics import DIMENSIONS, Dimension, Page
+from .analytics import Page
 from .dates import resolve_range
 from .db import Database
 from .errors import CacheError, InvalidRequest
 from .filters import UsageFilters, build_query
-from .manager import CacheManager, InvalidationTier
+from .manager import CacheManager
 from .schema import migrate as run_migrations
 from .settings import Settings, load_settings
+from .vocabulary import DIMENSIONS, Dimension, InvalidationTier
 
 app = typer.Typer(
     add_completion=False,

@@ -1,20 +1,27 @@
-"""The persistent tier: one PostgreSQL row per UTC day, filled from the source under a per-day advisory lock."""
+"""The persistent tier: one PostgreSQL row per UTC day, filled from the source under a per-day advisory lock.
+
+A row holds the day's payload (frames.py), byte for byte what the Redis tier stores. Rows of an older payload layout
+are read as misses and rewritten by the next fill.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import polars as pl
 import psycopg
 
-from .aggregates import DayUsage
-from .codec import Codec
 from .dates import DateRange, utc_now
 from .db import Database
+from .dictionary import DimensionDictionary
+from .frames import DayFrame, UnreadablePayload, empty_frame, encode_day, read_header
 from .schema import SCHEMA
-from .source import fetch_day_rows
+from .source import Dimensions, SourceReader, coded_usage, dimensions_of, load_key_owners
+from .vocabulary import CodedColumn
 
 # Namespace of the two-int advisory locks that serialise fills and invalidations of one day.
 DAY_LOCK_NAMESPACE = 0x4C4D44
@@ -80,62 +87,92 @@ class PurgeResult:
 
 
 class PostgresDayCache:
-    """Reads, fills and purges day aggregates in the litemaas_cache.daily_usage table."""
+    """Reads, fills and purges day payloads in the litemaas_cache.daily_usage table."""
 
-    def __init__(self, db: Database, policy: FreshnessPolicy, codec: Codec) -> None:
+    def __init__(
+        self, db: Database, policy: FreshnessPolicy, source: SourceReader, dictionary: DimensionDictionary
+    ) -> None:
         self._db = db
         self.policy = policy
-        self._codec = codec
+        self._source = source
+        self._dictionary = dictionary
 
-    async def get(self, days: Sequence[dt.date]) -> dict[dt.date, DayUsage]:
-        """The fresh cached days among `days` (stale, purged and absent days are left out)."""
+    async def get(self, days: Sequence[dt.date]) -> dict[dt.date, DayFrame]:
+        """The fresh cached days among `days` (stale, purged, absent and older-layout days are left out)."""
         async with self._db.cache_connection() as conn:
             fresh, _ = await self._read(conn, days)
         return fresh
 
     async def _read(
         self, conn: psycopg.AsyncConnection[Any], days: Sequence[dt.date]
-    ) -> tuple[dict[dt.date, DayUsage], dict[dt.date, int]]:
-        """The fresh cached days among `days`, and the current version of every day that has a row."""
+    ) -> tuple[dict[dt.date, DayFrame], dict[dt.date, int]]:
+        """The fresh cached days among `days` (payloads, not yet decoded), and the version of every day with a row."""
         cur = await conn.execute(_READ_SQL, (list(days),))
         now = utc_now()
-        fresh: dict[dt.date, DayUsage] = {}
+        fresh: dict[dt.date, DayFrame] = {}
         versions: dict[dt.date, int] = {}
-        for day, aggregates, is_complete, version, updated_at in await cur.fetchall():
+        for day, payload, is_complete, version, updated_at in await cur.fetchall():
             versions[day] = int(version)
-            if aggregates is not None and self.policy.is_fresh(day, updated_at, is_complete, now):
-                fresh[day] = self._to_day_usage(day, aggregates, is_complete, version)
+            if payload is None or not self.policy.is_fresh(day, updated_at, is_complete, now):
+                continue
+            try:
+                header = read_header(payload)
+            except UnreadablePayload:
+                continue  # an older layout: rewritten by the next fill
+            if (header.day, header.is_complete, header.version) == (day, is_complete, version):
+                fresh[day] = DayFrame(header, None, bytes(payload))
         return fresh, versions
 
-    async def fill(self, days: Sequence[dt.date]) -> tuple[dict[dt.date, DayUsage], int]:
+    async def fill(
+        self, days: Sequence[dt.date], recompute: Collection[dt.date] = ()
+    ) -> tuple[dict[dt.date, DayFrame], int]:
         """Compute missing or stale days from the source and store them; returns (days, how many computed).
 
-        Each day's advisory lock is held across the check and the write, so concurrent fills of a day
-        compute it once: a second filler waits, then finds the first filler's fresh row.
+        Each day's advisory lock is held across the check and the write, so concurrent fills of a day compute it
+        once: a second filler waits, then finds the first filler's fresh row. Days in `recompute` (their stored
+        payload proved damaged) are computed again even when their row looks fresh. The source is read over a connection
+        of its own (never a second one from this pool), and new dictionary codes are committed with the days.
         """
         if not days:
             return {}, 0
         ordered = sorted(set(days))
-        async with self._db.cache_connection() as conn, conn.transaction():
-            await conn.execute(_LOCK_DAYS_SQL, (DAY_LOCK_NAMESPACE, [d.toordinal() for d in ordered]))
-            result, versions = await self._read(conn, ordered)
-            now = utc_now()
-            missing = [d for d in ordered if d not in result]
-            computed = await fetch_day_rows(self._db, missing)
-            for day, rows in computed.items():
-                # The day's lock is held, so the next version is known before writing: the stored bytes carry it
-                # and are exactly what the Redis tier stores too (no second encoding).
-                usage = DayUsage(day, tuple(rows), not self.policy.is_current(day, now), versions.get(day, 0) + 1)
-                usage = replace(usage, encoded=self._codec.encode(usage.to_payload()))
-                await conn.execute(
-                    _UPSERT_SQL,
-                    (day, usage.encoded, usage.is_complete, len(rows), *usage.totals(), usage.version),
+        async with self._db.cache_connection() as conn:
+            async with conn.transaction():
+                await conn.execute(_LOCK_DAYS_SQL, (DAY_LOCK_NAMESPACE, [d.toordinal() for d in ordered]))
+                result, versions = await self._read(conn, ordered)
+                for day in recompute:
+                    result.pop(day, None)
+                missing = [d for d in ordered if d not in result]
+                if missing:
+                    rows = await self._source.fetch(missing)
+                    dims = await asyncio.to_thread(dimensions_of, rows, await load_key_owners(conn))
+                    codes = await self._dictionary.register(conn, dims.values())
+                    now = utc_now()
+                    complete = {d: not self.policy.is_current(d, now) for d in missing}
+                    computed = await asyncio.to_thread(_encode_days, rows, dims, codes, missing, complete, versions)
+                    await conn.cursor().executemany(
+                        _UPSERT_SQL,
+                        [
+                            (
+                                d.day,
+                                d.payload,
+                                d.is_complete,
+                                d.frame.height if d.frame is not None else 0,
+                                *totals,
+                                d.version,
+                            )
+                            for d, totals in computed
+                        ],
+                    )
+                    result.update({d.day: d for d, _ in computed})
+            if missing:
+                self._dictionary.adopt(
+                    (code, dim, value) for dim, values in codes.items() for value, code in values.items()
                 )
-                result[day] = usage
         return result, len(missing)
 
     async def purge(self, days: DateRange) -> PurgeResult:
-        """Drop the aggregates of every day in the range and bump each day's version (uncached days too)."""
+        """Drop the payloads of every day in the range and bump each day's version (uncached days too)."""
         async with self._db.cache_connection() as conn, conn.transaction():
             ordinals = [d.toordinal() for d in days]
             await conn.execute(_LOCK_DAYS_SQL, (DAY_LOCK_NAMESPACE, ordinals))
@@ -155,13 +192,39 @@ class PostgresDayCache:
             known = {day: int(version) for day, version in await cur.fetchall()}
         return {day: known.get(day, 0) for day in days}
 
-    def _to_day_usage(self, day: dt.date, aggregates: bytes, complete: bool, version: int) -> DayUsage:
-        """The stored payload, with the row's own flags (the bytes are reused as they are when they agree)."""
-        usage = DayUsage.from_payload(self._codec.decode(aggregates))
-        same = (usage.day, usage.is_complete, usage.version) == (day, complete, version)
-        return replace(usage, is_complete=complete, version=int(version), encoded=aggregates if same else None)
-
     async def all_versions(self) -> dict[dt.date, int]:
         async with self._db.cache_connection() as conn:
             cur = await conn.execute(f"SELECT day, version FROM {SCHEMA}.daily_usage")
             return {day: int(version) for day, version in await cur.fetchall()}
+
+
+Totals = tuple[int, int, float]
+
+
+def _encode_days(
+    rows: pl.DataFrame,
+    dims: Dimensions,
+    codes: dict[CodedColumn, dict[str, int]],
+    days: Sequence[dt.date],
+    complete: dict[dt.date, bool],
+    versions: dict[dt.date, int],
+) -> list[tuple[DayFrame, Totals]]:
+    """Each day's coded frame and payload (at the next version: the day's lock is held), with its totals."""
+    coded = coded_usage(rows, dims, codes)
+    by_day = coded.partition_by("date", as_dict=True, include_key=False)
+    encoded = []
+    for day in days:
+        frame = by_day.get((day.isoformat(),))
+        day_frame = encode_day(
+            day,
+            frame if frame is not None else empty_frame(),
+            is_complete=complete[day],
+            version=versions.get(day, 0) + 1,
+        )
+        f = day_frame.frame
+        assert f is not None
+        requests, tokens, spend = f.select(
+            pl.col("requests").sum(), (pl.col("prompt") + pl.col("completion")).sum(), pl.col("spend").sum()
+        ).row(0)
+        encoded.append((day_frame, (int(requests), int(tokens), float(spend))))
+    return encoded

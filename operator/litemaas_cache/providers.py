@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-UNKNOWN_PROVIDER = "unknown"
+from .vocabulary import UNKNOWN_PROVIDER
 
 # Ordered (prefix, provider) pairs matched against the lower-cased model name.
 _NAME_PREFIXES: tuple[tuple[str, str], ...] = (

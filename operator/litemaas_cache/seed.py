@@ -19,9 +19,11 @@ CREATE TABLE IF NOT EXISTS {SOURCE_TABLE} (
     user_id TEXT,
     date TEXT NOT NULL,
     api_key TEXT NOT NULL,
-    model TEXT NOT NULL,
+    model TEXT,
     model_group TEXT,
     custom_llm_provider TEXT,
+    mcp_namespaced_tool_name TEXT,
+    endpoint TEXT,
     prompt_tokens BIGINT NOT NULL DEFAULT 0,
     completion_tokens BIGINT NOT NULL DEFAULT 0,
     cache_read_input_tokens BIGINT NOT NULL DEFAULT 0,
@@ -33,12 +35,20 @@ CREATE TABLE IF NOT EXISTS {SOURCE_TABLE} (
     created_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
     updated_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP
 );
-CREATE UNIQUE INDEX IF NOT EXISTS "LiteLLM_DailyUserSpend_user_id_date_api_key_model_custom_llm_provider_key"
-    ON {SOURCE_TABLE} (user_id, date, api_key, model, custom_llm_provider);
+-- A table this seeder created before LiteLLM's MCP and endpoint columns: upgrade it (its old unique key would
+-- reject the rows that differ only by endpoint, and its NOT NULL model the MCP rows).
+ALTER TABLE {SOURCE_TABLE} ADD COLUMN IF NOT EXISTS mcp_namespaced_tool_name TEXT;
+ALTER TABLE {SOURCE_TABLE} ADD COLUMN IF NOT EXISTS endpoint TEXT;
+ALTER TABLE {SOURCE_TABLE} ALTER COLUMN model DROP NOT NULL;
+DROP INDEX IF EXISTS "LiteLLM_DailyUserSpend_user_id_date_api_key_model_custom_llm_pr";
+CREATE UNIQUE INDEX IF NOT EXISTS "LiteLLM_DailyUserSpend_user_id_date_api_key_model_custom_ll_key"
+    ON {SOURCE_TABLE} (user_id, date, api_key, model, custom_llm_provider, mcp_namespaced_tool_name, endpoint);
 CREATE INDEX IF NOT EXISTS "LiteLLM_DailyUserSpend_date_idx" ON {SOURCE_TABLE} (date);
 CREATE INDEX IF NOT EXISTS "LiteLLM_DailyUserSpend_user_id_idx" ON {SOURCE_TABLE} (user_id);
 CREATE INDEX IF NOT EXISTS "LiteLLM_DailyUserSpend_api_key_idx" ON {SOURCE_TABLE} (api_key);
 CREATE INDEX IF NOT EXISTS "LiteLLM_DailyUserSpend_model_idx" ON {SOURCE_TABLE} (model);
+CREATE INDEX IF NOT EXISTS "LiteLLM_DailyUserSpend_mcp_namespaced_tool_name_idx"
+    ON {SOURCE_TABLE} (mcp_namespaced_tool_name);
 """
 
 LITEMAAS_DDL = """
@@ -58,25 +68,34 @@ CREATE TABLE IF NOT EXISTS api_keys (
 );
 """
 
-# (model, custom_llm_provider or None when LiteLLM left it empty, $ per 1k prompt tokens, $ per 1k completion)
+# (model, custom_llm_provider: None or "" when LiteLLM left it empty, $ per 1k prompt tokens, $ per 1k completion)
 MODEL_CATALOG: tuple[tuple[str, str | None, float, float], ...] = (
     ("gpt-4o", "openai", 0.0025, 0.01),
     ("llama-3.1-8b-instruct", None, 0.0001, 0.0002),
     ("claude-3-5-sonnet", "anthropic", 0.003, 0.015),
     ("granite-3.1-8b-instruct", "watsonx", 0.0002, 0.0002),
-    ("mistral-small", None, 0.0002, 0.0006),
+    ("mistral-small", "", 0.0002, 0.0006),
     ("gpt-4o-mini", "openai", 0.00015, 0.0006),
     ("gemini-1.5-pro", None, 0.00125, 0.005),
-    ("claude-3-haiku", None, 0.00025, 0.00125),
+    ("claude-3-haiku", "", 0.00025, 0.00125),
     ("qwen2.5-72b-instruct", "hosted_vllm", 0.0004, 0.0004),
     ("deepseek-r1", "deepseek", 0.00055, 0.00219),
 )
 
 _COPY_COLUMNS = (
-    "id, user_id, date, api_key, model, model_group, custom_llm_provider, prompt_tokens, completion_tokens, "
+    "id, user_id, date, api_key, model, model_group, custom_llm_provider, mcp_namespaced_tool_name, endpoint, "
+    "prompt_tokens, completion_tokens, "
     "cache_read_input_tokens, cache_creation_input_tokens, spend, api_requests, successful_requests, "
     "failed_requests, created_at, updated_at"
 )
+
+
+CHAT_ENDPOINT = "/v1/chat/completions"
+RESPONSES_ENDPOINT = "/v1/responses"
+MCP_ENDPOINT = "/mcp"
+MCP_TOOLS = ("github/search_issues", "jira/create_issue")
+# Every ODD_ROW_EVERY-th key also uses a second endpoint, and each day carries a few rows of LiteLLM's odd kinds.
+ODD_ROW_EVERY = 25
 
 
 @dataclass(frozen=True)
@@ -103,6 +122,39 @@ def _models(count: int) -> list[tuple[str, str | None, float, float]]:
     for i in range(len(catalog), count):
         catalog.append((f"custom-model-{i}", "hosted_vllm", 0.0003, 0.0006))
     return catalog[:count]
+
+
+def _usage(
+    rng: random.Random,
+    requests: int,
+    prompt_price: float,
+    completion_price: float,
+    endpoint: str,
+    tool: str | None = None,
+) -> tuple[object, ...]:
+    """The columns from mcp_namespaced_tool_name to failed_requests of one row with `requests` requests."""
+    failed = sum(1 for _ in range(min(requests, 20)) if rng.random() < 0.03)
+    prompt = requests * rng.randint(200, 1500)
+    completion = requests * rng.randint(50, 600)
+    spend = prompt / 1000 * prompt_price + completion / 1000 * completion_price
+    return (tool, endpoint, prompt, completion, prompt // 10, 0, round(spend, 6), requests, requests - failed, failed)
+
+
+def _odd_rows(rng: random.Random, id_prefix: str, date: str, keys: list[_Key]) -> list[tuple[object, ...]]:
+    """Rows of the kinds LiteLLM's current table holds besides plain chat usage: MCP tool calls (NULL model and
+    provider), usage under an empty api_key, and a model whose provider is the empty string."""
+    mapped = [k for k in keys if k.user_id is not None]
+    rows: list[tuple[object, ...]] = []
+    for i, tool in enumerate(MCP_TOOLS):
+        key = mapped[rng.randrange(len(mapped))]
+        usage = _usage(rng, rng.randint(1, 40), 0.0, 0.0, MCP_ENDPOINT, tool)
+        rows.append((f"{id_prefix}-mcp-{i}", key.user_id, date, key.key_hash, None, None, None, *usage))
+    usage = _usage(rng, rng.randint(1, 10), 0.0005, 0.0015, CHAT_ENDPOINT)
+    rows.append((f"{id_prefix}-nokey", "default_user_id", date, "", "gpt-4o-mini", "gpt-4o-mini", "openai", *usage))
+    key = mapped[rng.randrange(len(mapped))]
+    usage = _usage(rng, rng.randint(1, 10), 0.0002, 0.0002, CHAT_ENDPOINT)
+    rows.append((f"{id_prefix}-noprovider", key.user_id, date, key.key_hash, "local/phi-4", "phi-4", "", *usage))
+    return rows
 
 
 def _uuid(seed: int, kind: str, index: int) -> str:
@@ -182,32 +234,22 @@ async def seed(
                         if rng.random() > min(0.95, 0.55 * key.weight * weekday * scale + 0.05):
                             continue
                         requests = max(1, int(rng.expovariate(1 / (20 * key.weight * model_weights[m] * 3))))
-                        failed = sum(1 for _ in range(min(requests, 20)) if rng.random() < 0.03)
-                        prompt = requests * rng.randint(200, 1500)
-                        completion = requests * rng.randint(50, 600)
-                        spend = prompt / 1000 * prompt_price + completion / 1000 * completion_price
-                        await copy.write_row(
-                            (
-                                f"seed-{seed_value}-{date}-{key_index}-{m}",
-                                key.user_id or "default_user_id",
-                                date,
-                                key.key_hash,
-                                model,
-                                model,
-                                provider,
-                                prompt,
-                                completion,
-                                prompt // 10,
-                                0,
-                                round(spend, 6),
-                                requests,
-                                requests - failed,
-                                failed,
-                                now,
-                                now,
-                            )
-                        )
+                        row_id = f"seed-{seed_value}-{date}-{key_index}-{m}"
+                        owner = key.user_id or "default_user_id"
+                        who = (owner, date, key.key_hash, model, model, provider)
+                        usage = _usage(rng, requests, prompt_price, completion_price, CHAT_ENDPOINT)
+                        await copy.write_row((row_id, *who, *usage, now, now))
                         generated += 1
+                        if key_index % ODD_ROW_EVERY == 0:
+                            # The same key and model through a second endpoint: a row that differs only by endpoint.
+                            usage = _usage(
+                                rng, max(1, requests // 4), prompt_price, completion_price, RESPONSES_ENDPOINT
+                            )
+                            await copy.write_row((f"{row_id}-responses", *who, *usage, now, now))
+                            generated += 1
+                for row in _odd_rows(rng, f"seed-{seed_value}-{date}", date, keys):
+                    await copy.write_row((*row, now, now))
+                    generated += 1
                 if progress is not None:
                     progress(offset + 1)
         cur = await conn.execute(f"INSERT INTO {SOURCE_TABLE} SELECT * FROM seed_rows ON CONFLICT DO NOTHING")

@@ -85,6 +85,20 @@ class Settings(BaseSettings):
 
     max_range_days: PositiveInt = Field(default=90, validation_alias=AliasChoices("ANALYTICS_MAX_RANGE_DAYS"))
     max_filter_ids: PositiveInt = Field(default=1000, validation_alias="ANALYTICS_MAX_FILTER_IDS")
+    max_concurrent_computations: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        validation_alias="ANALYTICS_MAX_CONCURRENT",
+        description="Analytics computations (cache misses) run at once per process; further ones queue.",
+    )
+    chunk_days: int = Field(
+        default=10,
+        ge=1,
+        le=366,
+        validation_alias="ANALYTICS_CHUNK_DAYS",
+        description="Days read and folded at a time by a computation: bounds its memory, whatever the range.",
+    )
 
     operator_retry_seconds: float = Field(
         default=15.0,

@@ -1,36 +1,45 @@
-"""Reads LiteLLM's "LiteLLM_DailyUserSpend" (the source of truth) and LiteMaaS's key/user mapping."""
+"""Reads LiteLLM's "LiteLLM_DailyUserSpend" (the source of truth) and LiteMaaS's key and user tables.
+
+The usage of a set of days is fetched in one statement that PostgreSQL groups at (date, api key, model, provider)
+grain, which folds rows that differ only by endpoint or MCP tool, and is streamed as Arrow columns through ADBC
+(PostgreSQL's binary COPY): no row ever becomes a Python object. LiteLLM's odd rows are normalised here: a NULL or
+empty model becomes UNKNOWN_MODEL, a NULL or empty provider is inferred from the model name, and a key LiteMaaS
+does not know (the empty key included) belongs to UNMAPPED_USER_ID.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import adbc_driver_postgresql.dbapi as adbc
+import polars as pl
 import psycopg
 
-from .aggregates import UNMAPPED_USER_ID, UsageRow, merge_rows
-from .db import Database
-from .errors import SourceMissing
-from .hotpath import gc_paused
+from .dictionary import CODE_TYPE
+from .errors import BackendUnavailable, SourceMissing
 from .providers import provider_of
+from .vocabulary import METRICS, UNKNOWN_MODEL, UNMAPPED_USER_ID, CodedColumn
 
 SOURCE_TABLE = '"LiteLLM_DailyUserSpend"'
+UNDEFINED_TABLE = "42P01"
+METRIC_SUMS = [pl.col(c).sum() for c in METRICS]
 
-# One round trip for any set of days: grouped in SQL at (date, key, model, provider) grain.
-_DAY_AGGREGATE_SQL = f"""
-SELECT date, api_key, model, custom_llm_provider,
-       coalesce(sum(prompt_tokens), 0)::bigint, coalesce(sum(completion_tokens), 0)::bigint,
-       coalesce(sum(api_requests), 0)::bigint, coalesce(sum(successful_requests), 0)::bigint,
-       coalesce(sum(failed_requests), 0)::bigint, coalesce(sum(spend), 0)::double precision
+# Plain rows, no GROUP BY: measured on 60 days of 1.49M rows, PostgreSQL's grouping of the text columns took
+# 8.5 s (and more with work_mem raised to 256MB) against 2.6 s for the rows alone; polars then groups them as
+# integer codes in a fraction of that.
+_USAGE_SQL = f"""
+SELECT date, api_key, coalesce(nullif(model, ''), '{UNKNOWN_MODEL}') AS model,
+       nullif(custom_llm_provider, '') AS llm_provider,
+       prompt_tokens AS prompt, completion_tokens AS completion, api_requests AS requests,
+       successful_requests AS successful, failed_requests AS failed, spend
 FROM {SOURCE_TABLE}
-WHERE date = ANY(%s)
-GROUP BY date, api_key, model, custom_llm_provider
+WHERE date IN ({{days}})
 """
-
-
-class KeyOwner(NamedTuple):
-    user_id: str
-    alias: str | None
 
 
 class UserInfo(NamedTuple):
@@ -45,51 +54,151 @@ async def _table_exists(conn: psycopg.AsyncConnection[Any], name: str) -> bool:
     return bool(row and row[0])
 
 
-async def load_key_owners(db: Database) -> dict[str, KeyOwner]:
-    """key hash -> (LiteMaaS user id, LiteLLM key alias); empty when LiteMaaS's api_keys table is absent."""
-    async with db.cache_connection() as conn:
-        if not await _table_exists(conn, "api_keys"):
-            return {}
-        cur = await conn.execute("SELECT key_hash, user_id::text, litellm_key_alias FROM api_keys")
-        return {str(h): KeyOwner(str(u), a) for h, u, a in await cur.fetchall() if h is not None}
+async def load_key_owners(conn: psycopg.AsyncConnection[Any]) -> pl.DataFrame:
+    """key hash -> LiteMaaS user id, as columns (key, user); empty when LiteMaaS's api_keys table is absent."""
+    rows: list[tuple[str, str]] = []
+    if await _table_exists(conn, "api_keys"):
+        cur = await conn.execute("SELECT key_hash, user_id::text FROM api_keys WHERE key_hash IS NOT NULL")
+        rows = await cur.fetchall()
+    return pl.DataFrame(rows, schema={"key": pl.String, "user": pl.String}, orient="row")
 
 
-async def load_users(db: Database) -> dict[str, UserInfo]:
-    """LiteMaaS user id -> username/email; empty when the users table is absent."""
-    async with db.cache_connection() as conn:
-        if not await _table_exists(conn, "users"):
-            return {}
-        cur = await conn.execute("SELECT id::text, username, email FROM users")
-        return {str(i): UserInfo(str(i), n, e) for i, n, e in await cur.fetchall()}
+async def keys_with_aliases(conn: psycopg.AsyncConnection[Any], aliases: Sequence[str]) -> list[str]:
+    """The key hashes whose LiteLLM alias is one of `aliases` (an API-key filter may name a key by its alias)."""
+    if not aliases or not await _table_exists(conn, "api_keys"):
+        return []
+    cur = await conn.execute("SELECT key_hash FROM api_keys WHERE litellm_key_alias = ANY(%s)", (list(aliases),))
+    return [str(h) for (h,) in await cur.fetchall() if h is not None]
 
 
-async def fetch_day_rows(db: Database, days: Sequence[dt.date]) -> dict[dt.date, list[UsageRow]]:
-    """Aggregate the source for the given days; every requested day is present (possibly empty)."""
-    result: dict[dt.date, list[UsageRow]] = {day: [] for day in days}
-    if not days:
-        return result
-    owners = await load_key_owners(db)
-    unmapped = KeyOwner(UNMAPPED_USER_ID, None)
-    by_date = {day.isoformat(): result[day] for day in days}
-    providers: dict[tuple[str, str | None], str] = {}
-    async with db.source_connection() as conn:
+async def key_alias(conn: psycopg.AsyncConnection[Any], key: str | None) -> str | None:
+    """The LiteLLM alias LiteMaaS records for a key hash, if any."""
+    if key is None or not await _table_exists(conn, "api_keys"):
+        return None
+    cur = await conn.execute("SELECT litellm_key_alias FROM api_keys WHERE key_hash = %s", (key,))
+    row = await cur.fetchone()
+    return None if row is None else row[0]
+
+
+async def load_users(conn: psycopg.AsyncConnection[Any], user_ids: Sequence[str]) -> dict[str, UserInfo]:
+    """username and email of the given LiteMaaS users; empty when the users table is absent."""
+    ids = [u for u in user_ids if u != UNMAPPED_USER_ID]
+    if not ids or not await _table_exists(conn, "users"):
+        return {}
+    cur = await conn.execute("SELECT id::text, username, email FROM users WHERE id::text = ANY(%s)", (ids,))
+    return {str(i): UserInfo(str(i), n, e) for i, n, e in await cur.fetchall()}
+
+
+class SourceReader:
+    """Fetches day usage from LiteLLM's table over ADBC connections of its own (kept for reuse, one per fetch)."""
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._idle: list[Any] = []
+
+    async def fetch(self, days: Sequence[dt.date]) -> pl.DataFrame:
+        """LiteLLM's rows of `days` (date, api_key, model, llm_provider and the metrics), in one statement."""
+        return await asyncio.to_thread(self._fetch_arrow, days) if days else _empty_source()
+
+    def _fetch_arrow(self, days: Sequence[dt.date]) -> pl.DataFrame:
+        # Days are date objects, so their ISO form is safe to inline (ADBC cannot bind a list parameter).
+        sql = _USAGE_SQL.format(days=", ".join(f"'{d.isoformat()}'" for d in days))
+        with self._connection() as conn, conn.cursor() as cur:
+            try:
+                cur.execute(sql)
+                table = cur.fetch_arrow_table()
+            except adbc.Error as exc:
+                if getattr(exc, "sqlstate", None) == UNDEFINED_TABLE:
+                    raise SourceMissing(
+                        f"LiteLLM's table {SOURCE_TABLE} does not exist in the LITELLM_DATABASE_URL database"
+                    ) from None
+                raise
+        frame = pl.from_arrow(table)
+        assert isinstance(frame, pl.DataFrame)
+        return frame
+
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
         try:
-            cur = await conn.cursor(binary=True).execute(_DAY_AGGREGATE_SQL, (list(by_date),))
-        except psycopg.errors.UndefinedTable:
-            raise SourceMissing(
-                f"LiteLLM's table {SOURCE_TABLE} does not exist in the LITELLM_DATABASE_URL database"
-            ) from None
-        records = await cur.fetchall()
-    with gc_paused():
-        for date, api_key, model, llm_provider, prompt, completion, reqs, ok, failed, spend in records:
-            owner = owners.get(api_key, unmapped)
-            provider = providers.get((model, llm_provider))
-            if provider is None:
-                provider = providers[(model, llm_provider)] = provider_of(model, llm_provider)
-            by_date[date].append(
-                UsageRow(
-                    owner.user_id, api_key, owner.alias, model, provider, prompt, completion, reqs, ok, failed, spend
-                )
-            )
-    # The SQL grouping is already at grain unless a null provider was inferred to one also given explicitly.
-    return {day: merge_rows(rows, ordered=False) for day, rows in result.items()}
+            conn = self._idle.pop() if self._idle else adbc.connect(self._dsn)
+        except adbc.Error as exc:
+            raise BackendUnavailable("postgresql", f"LiteLLM's database: {type(exc).__name__}") from None
+        try:
+            yield conn
+        except adbc.Error as exc:
+            conn.close()
+            raise BackendUnavailable("postgresql", f"LiteLLM's database: {type(exc).__name__}") from None
+        except BaseException:
+            conn.close()
+            raise
+        else:
+            conn.rollback()
+            self._idle.append(conn)
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop().close()
+
+
+def _empty_source() -> pl.DataFrame:
+    return pl.DataFrame(
+        schema={
+            "date": pl.String,
+            "api_key": pl.String,
+            "model": pl.String,
+            "llm_provider": pl.String,
+            **{c: pl.Int64 for c in ("prompt", "completion", "requests", "successful", "failed")},
+            "spend": pl.Float64,
+        }
+    )
+
+
+@dataclass(frozen=True)
+class Dimensions:
+    """The distinct dimension values of a batch of source rows: each key with its owner, each (model, provider)."""
+
+    keys: pl.DataFrame  # api_key, user (text)
+    models: pl.DataFrame  # model, llm_provider (as LiteLLM has them), provider (resolved)
+
+    def values(self) -> dict[CodedColumn, list[str]]:
+        return {
+            "user": self.keys["user"].unique().to_list(),
+            "key": self.keys["api_key"].to_list(),
+            "model": self.models["model"].unique().to_list(),
+            "provider": self.models["provider"].unique().to_list(),
+        }
+
+
+def dimensions_of(rows: pl.DataFrame, owners: pl.DataFrame) -> Dimensions:
+    """Owners of the keys (UNMAPPED_USER_ID when LiteMaaS does not know one) and providers of the models."""
+    keys = (
+        rows.select(pl.col("api_key").unique())
+        .join(owners, left_on="api_key", right_on="key", how="left")
+        .with_columns(pl.col("user").fill_null(UNMAPPED_USER_ID))
+    )
+    pairs = rows.select("model", "llm_provider").unique()
+    providers = pl.Series([provider_of(m, p) for m, p in pairs.iter_rows()], dtype=pl.String)
+    return Dimensions(keys, pairs.with_columns(provider=providers))
+
+
+def coded_usage(rows: pl.DataFrame, dims: Dimensions, codes: Mapping[CodedColumn, Mapping[str, int]]) -> pl.DataFrame:
+    """The rows summed at (date, user, key, model, provider) grain, the dimensions as codes. Rows that differ only by
+    what the grain leaves out (endpoint, MCP tool, LiteLLM's own user id, a provider left empty on one row and named
+    on another) fall into one cell."""
+    keys = dims.keys.select(
+        "api_key",
+        pl.col("user").replace_strict(dict(codes["user"]), return_dtype=CODE_TYPE),
+        pl.col("api_key").replace_strict(dict(codes["key"]), return_dtype=CODE_TYPE).alias("key"),
+    )
+    models = dims.models.select(
+        "model",
+        "llm_provider",
+        pl.col("model").replace_strict(dict(codes["model"]), return_dtype=CODE_TYPE).alias("model_code"),
+        pl.col("provider").replace_strict(dict(codes["provider"]), return_dtype=CODE_TYPE),
+    )
+    return (
+        rows.join(keys, on="api_key", how="left")
+        .join(models, on=["model", "llm_provider"], how="left", nulls_equal=True)
+        .group_by("date", "user", "key", pl.col("model_code").alias("model"), "provider")
+        .agg(METRIC_SUMS)
+    )

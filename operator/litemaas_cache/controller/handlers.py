@@ -76,7 +76,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
 
     memo.exit_stack = contextlib.AsyncExitStack()
     memo.manager = await memo.exit_stack.enter_async_context(CacheManager.open(app_settings))
-    logger.info("cache manager ready (redis %s)", "enabled" if memo.manager.redis else "disabled")
+    logger.info("cache manager ready (redis %s)", "enabled" if memo.manager.redis.enabled else "disabled")
 
 
 @kopf.on.login()
@@ -95,7 +95,7 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
 def redis_probe(memo: kopf.Memo, **_: Any) -> str:
     """Liveness detail: the Redis breaker state (never fails the probe: Redis down only slows us)."""
     manager: CacheManager = memo.manager
-    return "disabled" if manager.redis is None else manager.redis.breaker.state.value
+    return manager.redis.state
 
 
 @kopf.index(GROUP, VERSION, WARM_POLICIES)

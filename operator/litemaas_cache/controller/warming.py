@@ -146,7 +146,7 @@ async def warm_policy(
     redis_up = report.redis_available
     message = f"warmed {len(ranges)} range(s): {report.keys_written} keys, {report.days_warmed} days"
     conditions = set_condition(conditions, "Ready", "True", "Warmed", message, generation, finished)
-    if manager.redis is None:
+    if not manager.redis.enabled:
         conditions = set_condition(
             conditions, "RedisAvailable", "False", "Disabled", "REDIS_ENABLED is false", generation, finished
         )
@@ -155,7 +155,7 @@ async def warm_policy(
             conditions, "RedisAvailable", "True", "Connected", "redis answers", generation, finished
         )
     else:
-        reason = manager.redis.breaker.last_error or "unreachable"
+        reason = manager.redis.last_error or "unreachable"
         conditions = set_condition(
             conditions,
             "RedisAvailable",
@@ -165,7 +165,7 @@ async def warm_policy(
             generation,
             finished,
         )
-    degraded = manager.redis is not None and not redis_up
+    degraded = manager.redis.enabled and not redis_up
     conditions = set_condition(
         conditions,
         "Degraded",
@@ -191,7 +191,7 @@ async def warm_policy(
         events.append(("Normal", "Warmed", message))
     if degraded and _redis(status) != "False":
         events.append(("Warning", "RedisUnavailable", "redis is unreachable; warming PostgreSQL only"))
-    if not degraded and _redis(status) == "False" and manager.redis is not None:
+    if not degraded and _redis(status) == "False" and manager.redis.enabled:
         events.append(("Normal", "RedisRecovered", "redis is reachable again"))
     return WarmOutcome(new_status, events)
 

@@ -23,9 +23,9 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
-from ..aggregates import DayUsage
 from ..codec import Codec, CorruptValue
 from ..dates import DateRange
+from ..frames import DayFrame, UnreadablePayload, read_header
 from .breaker import BreakerState, CircuitBreaker
 from .keys import KeySpace
 
@@ -124,9 +124,20 @@ class RedisStore:
             await self._client.aclose()
             self._client = None
 
+    enabled = True
+
     @property
     def available(self) -> bool:
         return self.breaker.state is BreakerState.CLOSED
+
+    @property
+    def last_error(self) -> str | None:
+        return self.breaker.last_error
+
+    @property
+    def state(self) -> str:
+        """The breaker's state: closed (Redis in use) or open (bypassed until a probe succeeds)."""
+        return self.breaker.state.value
 
     async def _call(self, operation: str, fn: Callable[[RedisClient], Awaitable[Any]], default: Any) -> Any:
         """Run one Redis operation under the breaker and a timeout; any Redis failure yields `default`."""
@@ -183,8 +194,9 @@ class RedisStore:
         return await self._call("raise-versions", lambda c: self._merge_versions(c, versions), None) is not None
 
     # -- day entries -------------------------------------------------------------------------------------
-    async def get_days(self, days: Sequence[dt.date]) -> dict[dt.date, DayUsage]:
-        """The days whose Redis entry is present, decodable and at the mirror's current version."""
+    async def get_days(self, days: Sequence[dt.date]) -> dict[dt.date, DayFrame]:
+        """The days whose Redis entry is present, of the current layout and at the mirror's current version
+        (payloads only: their columns are decoded by whoever aggregates them)."""
 
         async def read(client: RedisClient) -> list[Any]:
             pipe = client.pipeline(transaction=False)
@@ -195,39 +207,32 @@ class RedisStore:
 
         if not days:
             return {}
-        # Decoded after the call: the Redis timeout bounds Redis, not the CPU time of decoding large days.
         replies = await self._call("get-days", read, None)
         if replies is None:
             return {}
         *values, mirror = replies
-        found: dict[dt.date, DayUsage] = {}
+        found: dict[dt.date, DayFrame] = {}
         for day, data, version in zip(days, values, _versions(mirror), strict=True):
-            usage = self._decode_day(day, data)
-            if usage is not None and usage.version == version:
-                found[day] = usage
+            if data is None:
+                continue
+            try:
+                header = read_header(data)
+            except UnreadablePayload as exc:
+                log.info("redis entry %s is not readable (%s): a miss", self.keys.day(day), exc)
+                continue
+            if header.day == day and header.version == version:
+                found[day] = DayFrame(header, None, data)
         return found
 
-    def _decode_day(self, day: dt.date, data: bytes | None) -> DayUsage | None:
-        if data is None:
-            return None
-        try:
-            usage = DayUsage.from_payload(self.codec.decode(data))
-        except (CorruptValue, ValueError, KeyError, IndexError, TypeError) as exc:
-            log.warning("ignoring unreadable redis entry %s: %s", self.keys.day(day), exc)
-            return None
-        return usage if usage.day == day else None
-
-    async def put_days(self, days: Iterable[DayUsage], ttl: Callable[[DayUsage], int]) -> int:
-        """Store day entries (raising the mirror to their versions first); returns how many were written."""
+    async def put_days(self, days: Iterable[DayFrame], ttl: Callable[[DayFrame], int]) -> int:
+        """Store day payloads (raising the mirror to their versions first); returns how many were written."""
         entries = list(days)
-        # Encoded before the call: the Redis timeout bounds Redis, not the CPU time of compressing large days.
-        encoded = [(self.keys.day(u.day), u.encoded or self.codec.encode(u.to_payload()), ttl(u)) for u in entries]
 
         async def write(client: RedisClient) -> int:
             await self._merge_versions(client, {d.day: d.version for d in entries})
             pipe = client.pipeline(transaction=False)
-            for key, data, seconds in encoded:
-                pipe.set(key, data, ex=seconds)
+            for day in entries:
+                pipe.set(self.keys.day(day.day), day.payload, ex=ttl(day))
             await pipe.execute()
             return len(entries)
 

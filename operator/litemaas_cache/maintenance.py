@@ -1,0 +1,129 @@
+"""Maintenance of the cache: warming ranges ahead of readers, and invalidating date ranges in every tier."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .analytics import Page
+from .daily_cache import PostgresDayCache
+from .dates import DateRange
+from .filters import AnalyticsQuery, UsageFilters
+from .redis_tier import RedisTier
+from .service import AnalyticsService
+from .stats import Counters
+from .vocabulary import Dimension, InvalidationTier
+
+
+@dataclass
+class WarmReport:
+    ranges: list[str] = field(default_factory=list)
+    keys_written: int = 0
+    days_warmed: int = 0
+    results_warmed: int = 0
+    duration_seconds: float = 0.0
+    redis_available: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ranges": self.ranges,
+            "keysWritten": self.keys_written,
+            "daysWarmed": self.days_warmed,
+            "resultsWarmed": self.results_warmed,
+            "durationSeconds": round(self.duration_seconds, 3),
+            "redisAvailable": self.redis_available,
+        }
+
+
+@dataclass
+class InvalidationReport:
+    range: DateRange
+    tiers: tuple[InvalidationTier, ...]
+    days_purged: int = 0
+    versions_bumped: int = 0
+    keys_deleted: int = 0
+    redis_status: Literal["done", "unavailable", "disabled", "skipped"] = "skipped"
+    duration_seconds: float = 0.0
+
+    @property
+    def complete(self) -> bool:
+        """True when every requested tier was purged (Redis counts when disabled)."""
+        return self.redis_status in ("done", "disabled", "skipped")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "startDate": self.range.start.isoformat(),
+            "endDate": self.range.end.isoformat(),
+            "tiers": list(self.tiers),
+            "postgres": {"daysPurged": self.days_purged, "versionsBumped": self.versions_bumped},
+            "redis": {"keysDeleted": self.keys_deleted, "status": self.redis_status},
+            "complete": self.complete,
+            "durationSeconds": round(self.duration_seconds, 3),
+        }
+
+
+class Maintenance:
+    def __init__(
+        self, service: AnalyticsService, postgres: PostgresDayCache, redis: RedisTier, counters: Counters
+    ) -> None:
+        self._service = service
+        self._postgres = postgres
+        self._redis = redis
+        self._counters = counters
+
+    async def warm(
+        self,
+        ranges: Sequence[DateRange],
+        filter_sets: Sequence[UsageFilters] = (),
+        breakdowns: Sequence[Dimension] = (),
+        progress: Callable[[str], None] | None = None,
+    ) -> WarmReport:
+        """Fill day aggregates and range results for every range x filter set (x breakdown)."""
+        started = time.monotonic()
+        report = WarmReport(ranges=[str(r) for r in ranges])
+        warmed_days: set[dt.date] = set()
+        for days in ranges:
+            for filters in filter_sets or [UsageFilters()]:
+                query = AnalyticsQuery(start_date=days.start, end_date=days.end, filters=filters)
+                answers = [await self._service.analytics(query)]
+                for dimension in breakdowns:
+                    answers.append(await self._service.breakdown(dimension, query, Page()))
+                report.keys_written += sum(a.keys_written for a in answers)
+                report.results_warmed += len(answers)
+                if progress is not None:
+                    progress(f"{days} {filters.fingerprint()}: {len(answers)} results")
+            warmed_days.update(days)
+            warmed_days.update(days.previous())
+        report.days_warmed = len(warmed_days)
+        report.redis_available = self._redis.available
+        report.duration_seconds = time.monotonic() - started
+        return report
+
+    async def invalidate(
+        self, days: DateRange, tiers: Sequence[InvalidationTier] = ("redis", "postgres")
+    ) -> InvalidationReport:
+        """Purge a date range from the chosen tiers; once `complete`, no tier serves a stale read."""
+        started = time.monotonic()
+        report = InvalidationReport(range=days, tiers=tuple(sorted(set(tiers))))
+        versions: dict[dt.date, int] = {}
+        if "postgres" in tiers:
+            purge = await self._postgres.purge(days)
+            report.days_purged = purge.days_purged
+            report.versions_bumped = len(purge.versions)
+            versions = purge.versions
+        if not self._redis.enabled:
+            report.redis_status = "disabled"
+        elif "redis" in tiers or versions:
+            raised = await self._redis.raise_versions(versions) if versions else True
+            deleted = await self._redis.purge(days) if "redis" in tiers else 0
+            if raised and deleted is not None:
+                report.keys_deleted = deleted
+                report.redis_status = "done"
+            else:
+                report.redis_status = "unavailable"
+        report.duration_seconds = time.monotonic() - started
+        self._counters.add("invalidations")
+        return report

@@ -1,0 +1,62 @@
+"""Hit and miss counters (per process, and shared through Redis when it is up) and the stats document."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .redis_tier import RedisTier
+
+
+class Counters:
+    """Named counters: kept in this process, and added to Redis's shared hash (buffered) when Redis is in use."""
+
+    def __init__(self, redis: RedisTier) -> None:
+        self._redis = redis
+        self.local: dict[str, int] = {}
+
+    def add(self, name: str, amount: int = 1) -> None:
+        if amount <= 0:
+            return
+        self.local[name] = self.local.get(name, 0) + amount
+        self._redis.count(name, amount)
+
+
+def _rate(hits: int, misses: int) -> float | None:
+    return round(100.0 * hits / (hits + misses), 2) if hits + misses else None
+
+
+async def stats_document(redis: RedisTier, counters: Counters) -> dict[str, Any]:
+    """Hit/miss counters per tier (shared through Redis when it is up), key count, memory, breaker."""
+    shared = await redis.read_stats()
+    values = shared if shared is not None else dict(counters.local)
+    info = await redis.server_info()
+    requests = values.get("requests", 0)
+    from_source = values.get("requests:source", 0)
+    result_hits, result_misses = values.get("result:redis:hit", 0), values.get("result:redis:miss", 0)
+    day_hits, day_misses = values.get("day:postgres:hit", 0), values.get("day:postgres:miss", 0)
+    return {
+        "counterScope": "shared" if shared is not None else "process",
+        "hitRate": _rate(requests - from_source, from_source),
+        "requests": requests,
+        "computations": values.get("computations", 0),
+        "redis": {
+            "enabled": redis.enabled,
+            "available": redis.available and info is not None,
+            "breaker": redis.state,
+            "hits": result_hits,
+            "misses": result_misses,
+            "hitRate": _rate(result_hits, result_misses),
+            "dayHits": values.get("day:redis:hit", 0),
+            "dayMisses": values.get("day:redis:miss", 0),
+            "keyCount": info["keyCount"] if info else None,
+            "memoryUsedBytes": info["memoryUsedBytes"] if info else None,
+        },
+        "postgres": {
+            "dayHits": day_hits,
+            "dayMisses": day_misses,
+            "hitRate": _rate(day_hits, day_misses),
+            "daysComputedFromSource": values.get("day:source:computed", 0),
+        },
+        "invalidations": values.get("invalidations", 0),
+    }

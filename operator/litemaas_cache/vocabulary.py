@@ -1,0 +1,31 @@
+"""The words the whole package shares: cache tiers, the dimensions of usage, its metrics and the placeholder values
+for what LiteLLM leaves empty. Defined here once; every other module imports them."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Tier = Literal["redis", "postgres", "source"]
+"""Where an answer came from: a Redis entry, the PostgreSQL daily cache, or LiteLLM's table."""
+TIERS: tuple[Tier, ...] = ("redis", "postgres", "source")
+
+InvalidationTier = Literal["redis", "postgres"]
+"""The tiers an invalidation can purge (the source is the truth and is never purged)."""
+
+Dimension = Literal["user", "model", "provider"]
+"""The dimensions a breakdown groups by."""
+DIMENSIONS: tuple[Dimension, ...] = ("user", "model", "provider")
+
+CodedColumn = Literal["user", "key", "model", "provider"]
+"""The text dimensions of a day aggregate, stored as integer codes (see dictionary.py)."""
+CODED_COLUMNS: tuple[CodedColumn, ...] = ("user", "key", "model", "provider")
+
+METRICS: tuple[str, ...] = ("prompt", "completion", "requests", "successful", "failed", "spend")
+"""The summed columns of a day aggregate, in payload order (all integers but spend)."""
+
+UNMAPPED_USER_ID = "unmapped"
+"""The user of usage whose API key LiteMaaS does not know (including LiteLLM's empty api_key)."""
+UNKNOWN_MODEL = "unknown"
+"""The model of usage LiteLLM recorded without one (a NULL or empty model, such as MCP tool calls)."""
+UNKNOWN_PROVIDER = "unknown"
+"""The provider when LiteLLM gives none and the model name does not tell."""
