@@ -114,8 +114,7 @@ async def managed(dsn: str, key_prefix: str) -> AsyncIterator[CacheManager]:
     """A two-tier manager on `dsn` whose Redis keys (under `key_prefix`) are removed when it closes."""
     async with CacheManager.open(make_settings(dsn, redis_key_prefix=key_prefix)) as m:
         yield m
-        if m.redis is not None:
-            await m.redis.delete_all()
+        await m.redis.delete_all()
 
 
 # --- Databases of a test's own: brand-new empty ones, or copies of the seeded one shared by a module ----------
@@ -203,7 +202,7 @@ async def open_manager(key_prefix: str) -> AsyncIterator[Callable[..., Awaitable
 
         yield open_
         for m in opened:  # one reachable manager is enough to remove the prefix's keys
-            if m.redis is not None and m.redis.available:
+            if m.redis.available:
                 await m.redis.delete_all()
                 break
 

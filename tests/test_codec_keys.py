@@ -24,6 +24,8 @@ from litemaas_cache.analytics import Page
 from litemaas_cache.codec import MAGIC, Codec, CorruptValue
 from litemaas_cache.dates import DateRange, utc_today
 from litemaas_cache.filters import UsageFilters, build_query
+from litemaas_cache.frames import MAGIC as DAY_MAGIC
+from litemaas_cache.frames import decode_columns, encode_day, read_header
 from litemaas_cache.manager import CacheManager
 from litemaas_cache.redis_tier.keys import RESULT_KINDS, KeySpace
 
@@ -164,25 +166,44 @@ async def test_garbage_in_result_and_day_keys_is_a_logged_miss(
     caplog.set_level(logging.WARNING, logger="litemaas_cache")
     for bad in bad_values:
         caplog.clear()
-        before = manager.local_counters.get("computations", 0)
+        before = manager.counters.local.get("computations", 0)
         await redis_client.set(key, bad)
         answer = await manager.analytics(query)
         assert answer.value == first.value
-        assert manager.local_counters["computations"] == before + 1, f"{bad!r} must be a miss"
+        assert manager.counters.local["computations"] == before + 1, f"{bad!r} must be a miss"
         assert "ignoring unreadable redis entry" in caplog.text, f"{bad!r} must be logged"
         assert (await manager.analytics(query)).tier == "redis", "the recomputed entry replaces the garbage"
 
-    # day entries: garbage, another day's entry, a wrong-typed key: all read as absent, PostgreSQL answers
+    # day entries that are not a current-layout payload of that day at its version: all read as absent, PostgreSQL
+    # answers, and its copy (the same bytes) replaces them
     day = days.start + dt.timedelta(days=2)
     other = days.start + dt.timedelta(days=3)
     assert (await manager.get_days([day])).from_redis == 1
-    for bad in (b"\x00\x01garbage", MAGIC + b"z" + b"nope", await redis_client.get(manager.keys.day(other))):
-        caplog.clear()
+    good = await redis_client.get(manager.keys.day(day))
+    assert good is not None
+    header = read_header(good)
+    assert header.day == day
+    body = len(DAY_MAGIC) + 5 + int.from_bytes(good[len(DAY_MAGIC) + 1 : len(DAY_MAGIC) + 5], "big")
+    columns = decode_columns(good)
+    older = Codec().encode({"day": day.isoformat(), "complete": True, "version": header.version, "table": {}})
+    bad_days = {
+        "foreign bytes": b"\x00\x01garbage",
+        "the result codec's bytes": MAGIC + b"z" + b"nope",
+        "the previous release's orjson day": older,
+        "another layout": DAY_MAGIC + bytes([good[len(DAY_MAGIC)] + 1]) + good[len(DAY_MAGIC) + 1 :],
+        "a truncated header": good[: len(DAY_MAGIC) + 7],
+        "damaged columns": good[: body + (len(good) - body) // 2],
+        "another day's entry": await redis_client.get(manager.keys.day(other)),
+        "an older version of the day": encode_day(day, columns, is_complete=True, version=header.version - 1).payload,
+    }
+    for name, bad in bad_days.items():
         assert bad is not None
         await redis_client.set(manager.keys.day(day), bad)
         fetch = await manager.get_days([day])
-        assert (fetch.from_redis, fetch.from_postgres, fetch.from_source) == (0, 1, 0)
-        assert (await manager.get_days([day])).from_redis == 1, "the PostgreSQL copy was written back"
+        assert (fetch.from_redis, fetch.from_postgres, fetch.from_source) == (0, 1, 0), name
+        assert fetch.days[day].payload == good, name
+        assert await redis_client.get(manager.keys.day(day)) == good, f"{name}: the PostgreSQL copy was written back"
+        assert (await manager.get_days([day])).from_redis == 1, name
     await redis_client.delete(manager.keys.day(day))
     await redis_client.hset(manager.keys.day(day), "not", "a string")
     fetch = await manager.get_days([day])
@@ -259,7 +280,6 @@ async def test_every_command_touches_keys_of_one_slot(
         await manager.warm([DateRange(today - dt.timedelta(days=2), today)], breakdowns=["user"])
         await manager.invalidate(DateRange(today - dt.timedelta(days=5), today - dt.timedelta(days=4)))
         await manager.stats()
-        assert manager.redis is not None
         await manager.redis.delete_all()
         await probe.echo(f"end-{marker}")
         await read_until(f"end-{marker}".encode(), "the end marker")

@@ -20,6 +20,7 @@ from redis.asyncio.cluster import RedisCluster
 from litemaas_cache.dates import DateRange, utc_today
 from litemaas_cache.filters import AnalyticsQuery, build_query
 from litemaas_cache.manager import CacheManager
+from litemaas_cache.redis_tier import RedisStore
 
 OpenManager = Callable[..., Awaitable[CacheManager]]
 CLI = str(Path(__file__).resolve().parent.parent / ".venv" / "bin" / "litemaas-cache")
@@ -111,10 +112,10 @@ async def test_overlapping_cached_ranges_both_see_a_changed_day(
     assert report.versions_bumped == 1
     assert report.keys_deleted >= 3, "day 10's entry and both results"
 
-    computations = manager.local_counters["computations"]
+    computations = manager.counters.local["computations"]
     after_wide, after_narrow = await manager.analytics(wide), await manager.analytics(narrow)
     assert after_wide.tier == "source", "day 10 is recomputed from the source"
-    assert manager.local_counters["computations"] == computations + 2, "neither cached result was served"
+    assert manager.counters.local["computations"] == computations + 2, "neither cached result was served"
     _assert_matches(after_wide.value, await _source_totals(fresh_dsn, window))
     _assert_matches(after_narrow.value, await _source_totals(fresh_dsn, narrow.range, model))
     assert after_wide.value["totalRequests"] == before_wide.value["totalRequests"] + 1000
@@ -134,7 +135,7 @@ async def test_partially_overlapping_invalidation_makes_the_result_unreadable(
     open_manager: OpenManager,
 ) -> None:
     manager = await open_manager(fresh_dsn, **redis_target)
-    assert manager.redis is not None
+    assert isinstance(manager.redis, RedisStore)
     _, day = _window()
     query = _query(DateRange(day(5), day(12)))
     covered = list(DateRange(query.range.previous().start, query.range.end))
@@ -197,7 +198,7 @@ async def test_set_after_delete_race_never_serves_the_stale_result(
     """A reader reads the days at their old versions and computes; an invalidation runs; only then does the
     reader write its (now stale) result and day entry. Neither may ever be read."""
     manager = await open_manager(fresh_dsn, **redis_target)
-    assert manager.redis is not None
+    assert isinstance(manager.redis, RedisStore)
     _, day = _window()
     model = await _busiest_model(fresh_dsn, day(10))
     query = _query(DateRange(day(5), day(12)))

@@ -22,6 +22,7 @@ from litemaas_cache.analytics import Page
 from litemaas_cache.dates import DateRange, utc_today
 from litemaas_cache.filters import AnalyticsQuery, build_query
 from litemaas_cache.manager import Answer, CacheManager
+from litemaas_cache.redis_tier import RedisStore
 from litemaas_cache.redis_tier.breaker import BreakerState
 from tests.support.redis_server import RedisServer, free_port
 
@@ -88,7 +89,7 @@ async def test_redis_killed_mid_test_then_restarted(
     queries: list[Callable[[CacheManager], Awaitable[Answer]]],
 ) -> None:
     manager = await open_manager(fresh_dsn, redis_url=redis_server.url, **FAST)
-    assert manager.redis is not None
+    assert isinstance(manager.redis, RedisStore)
     before = [(await q(manager)).value for q in queries]
     assert [(await q(manager)).tier for q in queries] == ["redis"] * 3
     today = utc_today()
@@ -113,16 +114,14 @@ async def test_redis_killed_mid_test_then_restarted(
     assert time.monotonic() - started < 2
 
     redis_server.start()
-    waited = await wait_until(
-        "the breaker to close after redis-server came back", lambda: manager.redis.available if manager.redis else False
-    )
+    waited = await wait_until("the breaker to close after redis-server came back", lambda: manager.redis.available)
     assert waited < 15
     assert manager.redis.breaker.state is BreakerState.CLOSED
-    computations = manager.local_counters["computations"]
+    computations = manager.counters.local["computations"]
     refill = [await q(manager) for q in queries]  # the restarted Redis is empty
     assert [a.value for a in refill] == before
     assert refill[0].tier == "postgres"
-    assert manager.local_counters["computations"] == computations + 3
+    assert manager.counters.local["computations"] == computations + 3
     again = [await q(manager) for q in queries]
     assert [a.tier for a in again] == ["redis"] * 3
     assert [a.value for a in again] == before
@@ -138,7 +137,7 @@ async def test_hung_redis_times_out_and_recovers(
     queries: list[Callable[[CacheManager], Awaitable[Answer]]],
 ) -> None:
     manager = await open_manager(fresh_dsn, redis_url=redis_server.url, **FAST)
-    assert manager.redis is not None
+    assert isinstance(manager.redis, RedisStore)
     before = [(await q(manager)).value for q in queries]
     redis_server.pause()
     try:
@@ -148,7 +147,7 @@ async def test_hung_redis_times_out_and_recovers(
         assert manager.redis.breaker.state is BreakerState.OPEN
     finally:
         redis_server.resume()
-    await wait_until("the breaker to close after SIGCONT", lambda: manager.redis.available if manager.redis else False)
+    await wait_until("the breaker to close after SIGCONT", lambda: manager.redis.available)
     assert [(await q(manager)).value for q in queries] == before
     assert [(await q(manager)).tier for q in queries] == ["redis"] * 3
 
@@ -162,7 +161,7 @@ async def test_invalidation_missed_by_redis_is_repaired_on_reconnect(
     back with its old keys (persistence). The manager must re-sync the versions from PostgreSQL before trusting
     Redis again, or it would serve the result computed before the change."""
     manager = await open_manager(fresh_dsn, redis_url=redis_server.url, redis_breaker_failures=10, **FAST)
-    assert manager.redis is not None
+    assert isinstance(manager.redis, RedisStore)
     today = utc_today()
     days = DateRange(today - dt.timedelta(days=12), today - dt.timedelta(days=6))
     query = _query(days)
@@ -227,7 +226,7 @@ async def test_a_stray_key_of_the_wrong_type_is_a_miss_not_an_outage(
     open_manager: OpenManager,
 ) -> None:
     manager = await open_manager(fresh_dsn, redis_url=redis_server.url, redis_breaker_failures=2, **FAST)
-    assert manager.redis is not None
+    assert isinstance(manager.redis, RedisStore)
     query = _query(DateRange(utc_today() - dt.timedelta(days=6), utc_today()))
     key = manager.keys.result("analytics", query.range, query.filters.fingerprint())
     raw = Redis.from_url(redis_server.url)

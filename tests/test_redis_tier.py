@@ -14,6 +14,7 @@ from litemaas_cache.analytics import Page
 from litemaas_cache.dates import DateRange, resolve_range, utc_today
 from litemaas_cache.filters import AnalyticsQuery, build_query
 from litemaas_cache.manager import CacheManager
+from litemaas_cache.redis_tier import RedisStore
 
 OpenManager = Callable[..., Awaitable[CacheManager]]
 DAY = 86400
@@ -49,11 +50,11 @@ async def test_first_read_computes_then_redis_answers_every_manager(
     by_model = await second.breakdown("model", query, Page())
     assert by_model.tier == "redis"
     assert sum(i["requests"] for i in by_model.value["items"]) == cold.value["totalRequests"]
-    assert second.local_counters.get("day:postgres:hit", 0) == 0
-    assert second.local_counters.get("day:source:computed", 0) == 0
+    assert second.counters.local.get("day:postgres:hit", 0) == 0
+    assert second.counters.local.get("day:source:computed", 0) == 0
 
     # counters are shared through Redis: both managers' counts show up in either's stats
-    assert second.redis is not None
+    assert isinstance(second.redis, RedisStore)
     await second.redis.flush_stats()
     stats = await first.stats()
     assert stats["counterScope"] == "shared"
@@ -68,7 +69,7 @@ async def test_first_read_computes_then_redis_answers_every_manager(
 
     again = await second.analytics(query)
     assert again.tier == "redis"
-    assert first.redis is not None
+    assert isinstance(first.redis, RedisStore)
     await first.redis.flush_stats()
     after = await second.stats()
     assert after["redis"]["hits"] == 3
@@ -116,7 +117,7 @@ async def test_day_and_result_ttls(
     assert near(await ttl(result_key("by-model", with_today)), 5 * 60)
     # the version mirror and the counters never expire
     assert int(await redis_client.ttl(manager.keys.versions)) == -1
-    assert manager.redis is not None
+    assert isinstance(manager.redis, RedisStore)
     await manager.redis.flush_stats()
     assert int(await redis_client.ttl(manager.keys.stats)) == -1
 
@@ -134,9 +135,9 @@ async def test_filtered_queries_and_breakdowns_are_cached_separately(
     assert filtered.value["totalRequests"] == everything.value["topModels"][0]["requests"]
     assert filtered.value["totalRequests"] < everything.value["totalRequests"]
     assert (await manager.analytics(filtered_query)).value == filtered.value
-    before = manager.local_counters["computations"]
+    before = manager.counters.local["computations"]
     pages = [await manager.breakdown("user", _query(days), Page(n, 7)) for n in (1, 2, 3)]
-    assert manager.local_counters["computations"] == before + 1, "pages of one breakdown share one cached list"
+    assert manager.counters.local["computations"] == before + 1, "pages of one breakdown share one cached list"
     assert sum(len(p.value["items"]) for p in pages) == min(21, pages[0].value["pagination"]["total"])
     assert {p.tier for p in pages[1:]} == {"redis"}
 

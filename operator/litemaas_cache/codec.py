@@ -1,4 +1,4 @@
-"""Value encoding for both cache tiers (Redis values and PostgreSQL day rows): orjson, zstd-compressed above a
+"""Value encoding of Redis result entries: orjson, zstd-compressed above a
 size threshold, behind a magic header."""
 
 from __future__ import annotations

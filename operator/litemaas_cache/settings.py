@@ -67,7 +67,7 @@ class Settings(BaseSettings):
         default=1024,
         ge=0,
         validation_alias="CACHE_COMPRESS_THRESHOLD",
-        description="Values (Redis entries, PostgreSQL day rows) of at least this many bytes are zstd-compressed.",
+        description="Redis result entries of at least this many bytes are zstd-compressed (day payloads always are).",
     )
 
     ttl_historical_day: PositiveSeconds = Field(default=30 * 86400, validation_alias="CACHE_TTL_HISTORICAL_DAY")
