@@ -22,6 +22,7 @@ from litemaas_cache.filters import build_query
 from litemaas_cache.manager import CacheManager
 from litemaas_cache.providers import infer_provider
 from tests.conftest import managed
+from tests.support.metrics import assert_metrics, close
 
 TODAY = utc_today()
 
@@ -131,27 +132,9 @@ class Oracle:
         return {i: (u, e) for i, u, e in await cur.fetchall()}
 
 
-def close(actual: float, expected: float) -> bool:
-    return math.isclose(actual, expected, rel_tol=1e-9, abs_tol=1e-6)
-
-
 def ranked(groups: dict[tuple[Any, ...], Sums]) -> list[tuple[str, Sums]]:
     """Most requests first, then most spend, then name (the documented ranking of tops)."""
     return sorted(((k[0], s) for k, s in groups.items()), key=lambda kv: (-kv[1].requests, -kv[1].spend, kv[0]))
-
-
-def assert_metrics(item: dict[str, Any], s: Sums, where: str) -> None:
-    expected = {
-        "requests": s.requests,
-        "successfulRequests": s.ok,
-        "failedRequests": s.failed,
-        "totalTokens": s.tokens,
-        "promptTokens": s.prompt,
-        "completionTokens": s.completion,
-        "successRate": s.success_rate,
-    }
-    assert {k: item[k] for k in expected} == expected, where
-    assert close(item["cost"], s.spend), (where, item["cost"], s.spend)
 
 
 def expected_trend(current: float, previous: float) -> tuple[float, str]:

@@ -16,7 +16,6 @@ The oracle below implements these in SQL; only the model-name -> provider infere
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections.abc import AsyncIterator
 from typing import Any, NamedTuple
 
@@ -30,6 +29,7 @@ from litemaas_cache.manager import CacheManager
 from litemaas_cache.providers import infer_provider
 from litemaas_cache.vocabulary import UNKNOWN_MODEL, UNKNOWN_PROVIDER, UNMAPPED_USER_ID, Dimension
 from tests.conftest import SEED_ARGS, make_settings, managed
+from tests.support.metrics import assert_metrics, close
 
 TODAY = utc_today()
 START = TODAY - dt.timedelta(days=SEED_ARGS["days"] - 1)  # the whole seeded period (40 days)
@@ -129,28 +129,9 @@ class Oracle:
         return await cur.fetchall()
 
 
-def close(actual: float, expected: float) -> bool:
-    return math.isclose(actual, expected, rel_tol=1e-9, abs_tol=1e-6)
-
-
 def same(a: Sums, b: Sums) -> bool:
     """Equal sums (spend up to float summation order)."""
     return a._replace(spend=0.0) == b._replace(spend=0.0) and close(a.spend, b.spend)
-
-
-def assert_metrics(item: dict[str, Any], s: Sums, where: str) -> None:
-    """A breakdown item's or a day's metrics equal the SQL sums."""
-    expected = {
-        "requests": s.requests,
-        "successfulRequests": s.ok,
-        "failedRequests": s.failed,
-        "totalTokens": s.tokens,
-        "promptTokens": s.prompt,
-        "completionTokens": s.completion,
-        "successRate": s.success_rate,
-    }
-    assert {k: item[k] for k in expected} == expected, where
-    assert close(item["cost"], s.spend), (where, item["cost"], s.spend)
 
 
 def query(

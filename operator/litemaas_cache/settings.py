@@ -93,7 +93,7 @@ class Settings(BaseSettings):
         description="Analytics computations (cache misses) run at once per process; further ones queue.",
     )
     chunk_days: int = Field(
-        default=10,
+        default=7,
         ge=1,
         le=366,
         validation_alias="ANALYTICS_CHUNK_DAYS",
