@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv services test lint typecheck pytest demo cluster-up cluster-down bench clean
+.PHONY: venv services test lint typecheck pytest demo cluster-up cluster-down bench bench-full clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,8 +39,13 @@ cluster-up:
 cluster-down:
 	bash scripts/cluster.sh down
 
+# Quick: dataset M (~2.2M rows), 30- and 90-day views, a few minutes once M is seeded. Full: more runs, plus dataset L
+# (~8.8M rows, 365 days). Both print one side-by-side table and write it as JSON under bench/results/.
 bench: venv services
 	eval "$$(bash scripts/services.sh env)" && $(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench-full: venv services
+	eval "$$(bash scripts/services.sh env)" && $(BIN)/python -m bench.run --full $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,416 @@
+"""The measured paths of one dataset, each next to the SQL pass of the same range, all in one run.
+
+A view is a range ending on the dataset's last complete day. For each view: the SQL pass (interleaved with the cold
+reads), a cold read (every tier invalidated for the range and its previous period), the PostgreSQL tier (a manager
+with Redis disabled), the Redis day tier (a user filter never asked before, so no result entry exists), a Redis result
+hit and a raw GET + decode of the same key (interleaved). Then: peak RSS of a cold query in a fresh process, and six
+concurrent new-filter requests against the HTTP API while /healthz is polled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import functools
+import json
+import os
+import random
+import secrets
+import socket
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from redis.asyncio import Redis
+
+from litemaas_cache.dates import DateRange
+from litemaas_cache.filters import AnalyticsQuery, build_query
+from litemaas_cache.manager import Answer, CacheManager
+from litemaas_cache.redis_tier import RedisStore
+from litemaas_cache.settings import Settings, load_settings
+
+from .baseline import PassResult, SqlPass
+from .dataset import Dataset, user_ids
+from .measure import Samples, ratio, timed
+
+ROOT = Path(__file__).resolve().parent.parent
+API_LOG = ROOT / "bench" / "results" / "api.log"  # the HTTP API child's stderr, kept for a failed run
+MAX_RANGE_DAYS = 366  # the 365-day view of L
+CONCURRENT_REQUESTS = 6
+HEALTH_POLL_SECONDS = 0.02
+HTTP_TIMEOUT = aiohttp.ClientTimeout(total=600)
+
+
+@dataclass(frozen=True)
+class Runs:
+    cold: int  # cold reads, and as many SQL passes, per view
+    postgres: int  # PostgreSQL-tier reads per view
+    redis_day: int  # new-filter reads from the Redis day tier per view
+    warm: int  # Redis result hits, and as many raw GET + decode, per view
+    year: int  # SQL passes and PostgreSQL-tier reads of the 365-day view of L
+
+
+QUICK = Runs(cold=3, postgres=5, redis_day=5, warm=50, year=0)
+FULL = Runs(cold=5, postgres=10, redis_day=10, warm=300, year=3)
+
+
+class Bench:
+    """What the scenarios of one dataset share: its managers, a raw Redis client, the SQL session, the user pool."""
+
+    def __init__(self, dataset: Dataset, redis_url: str, runs: Runs) -> None:
+        self.dataset = dataset
+        self.redis_url = redis_url
+        self.runs = runs
+        self.redis = Redis.from_url(redis_url)
+        self.prefixes: list[str] = []
+        self._users: list[str] = []
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls, dataset: Dataset, redis_url: str, runs: Runs, rng: random.Random
+    ) -> AsyncIterator[tuple[Bench, CacheManager, CacheManager, SqlPass]]:
+        """The bench, a manager with both tiers, one with Redis disabled, and the SQL session; Redis keys removed."""
+        bench = cls(dataset, redis_url, runs)
+        bench._users = await user_ids(dataset)
+        rng.shuffle(bench._users)
+        sql = await SqlPass.connect(dataset.dsn)
+        try:
+            prefix = bench.new_prefix()
+            async with (
+                CacheManager.open(bench.settings(prefix)) as manager,
+                CacheManager.open(bench.settings(prefix, redis_enabled=False)) as pg_only,
+            ):
+                yield bench, manager, pg_only, sql
+        finally:
+            await sql.close()
+            await bench._delete_keys()
+            await bench.redis.aclose()
+
+    def new_prefix(self) -> str:
+        prefix = f"bench:{uuid.uuid4().hex[:8]}:"
+        self.prefixes.append(prefix)
+        return prefix
+
+    def env(self, prefix: str) -> dict[str, str]:
+        """The environment of a child process (the memory probe, the HTTP API) on this dataset."""
+        return {
+            **os.environ,
+            "DATABASE_URL": self.dataset.dsn,
+            "LITELLM_DATABASE_URL": self.dataset.dsn,
+            "REDIS_URL": self.redis_url,
+            "REDIS_KEY_PREFIX": prefix,
+            "ANALYTICS_MAX_RANGE_DAYS": str(MAX_RANGE_DAYS),
+        }
+
+    def settings(self, prefix: str, **overrides: object) -> Settings:
+        return load_settings(
+            database_url=self.dataset.dsn,
+            litellm_database_url=self.dataset.dsn,
+            redis_url=self.redis_url,
+            redis_key_prefix=prefix,
+            max_range_days=MAX_RANGE_DAYS,
+            **overrides,
+        )
+
+    def last_days(self, n: int) -> DateRange:
+        end = self.dataset.last_full_day
+        return DateRange(end - dt.timedelta(days=n - 1), end)
+
+    def say(self, days: DateRange, what: str) -> None:
+        print(f"[{self.dataset.name} {days.days}-day {days}] {what} ...", flush=True)
+
+    def fresh_user(self) -> str:
+        """A random user id no query of this run has filtered on yet."""
+        return self._users.pop()
+
+    async def _delete_keys(self) -> None:
+        for prefix in self.prefixes:
+            keys = [key async for key in self.redis.scan_iter(match=f"{prefix}*", count=1000)]
+            for i in range(0, len(keys), 1000):
+                await self.redis.delete(*keys[i : i + 1000])
+
+
+def query(days: DateRange, user: str | None = None) -> AnalyticsQuery:
+    return build_query(days.start, days.end, user_ids=[user] if user else None, max_days=MAX_RANGE_DAYS, max_ids=1000)
+
+
+def covered(days: DateRange) -> DateRange:
+    """What an analytics query reads: its range and the previous period of equal length."""
+    return DateRange(days.previous().start, days.end)
+
+
+def expect(answer: Answer, tier: str, path: str) -> None:
+    if answer.tier != tier:
+        raise RuntimeError(f"{path}: answered by the {answer.tier} tier, expected {tier}; the measurement is invalid")
+
+
+def result_decoder(manager: CacheManager) -> Callable[[bytes], Any]:
+    """How the raw read decodes a Redis result entry: with the manager's own codec, today's entry being
+    {"v": day versions, "r": the result}. The only code that knows that encoding: adapt it here when it changes."""
+    if not isinstance(manager.redis, RedisStore):
+        raise RuntimeError("the manager has Redis disabled")
+    codec = manager.redis.codec
+    return lambda data: codec.decode(data)["r"]
+
+
+async def raw_get_decode(redis: Redis, decode: Callable[[bytes], Any], key: str) -> Any:
+    """The floor of a Redis result hit: a bare GET of the result key and a decode of the entry."""
+    data = await redis.get(key)
+    if not isinstance(data, bytes):
+        raise RuntimeError(f"{key} is not in Redis")
+    return decode(data)
+
+
+async def interleaved(runs: int, *steps: Callable[[], Awaitable[object]]) -> None:
+    """Run the steps `runs` times, reversing their order every other time so neither always goes first."""
+    for i in range(runs):
+        for step in steps if i % 2 == 0 else steps[::-1]:
+            await step()
+
+
+def view(
+    dataset: Dataset,
+    days: DateRange,
+    paths: dict[str, Samples],
+    sql: PassResult,
+    document: dict[str, Any],
+    **extra: Any,
+) -> dict[str, Any]:
+    """One column of the report: every path's samples, its p50 over the SQL pass's p50, and what both computed."""
+    return {
+        "label": f"{days.days}-day",
+        "dataset": dataset.name,
+        "range": str(days),
+        "paths": {name: samples.as_dict() for name, samples in paths.items()},
+        "overSqlP50": {
+            name: ratio(samples.p50, paths["sqlPass"].p50) for name, samples in paths.items() if name != "sqlPass"
+        },
+        "sqlRows": sql.rows,
+        "sqlRequests": sql.current_requests,
+        "documentRequests": document["totalRequests"],
+        **extra,
+    }
+
+
+async def range_view(
+    bench: Bench, manager: CacheManager, pg_only: CacheManager, sql: SqlPass, days: DateRange
+) -> dict[str, Any]:
+    """Every path of one range, measured side by side."""
+    runs = bench.runs
+    paths = {name: Samples() for name in ("sqlPass", "cold", "postgresTier", "redisDayTier")}
+    unfiltered = query(days)
+    bench.say(days, "cold reads and SQL passes")
+    sql_result = PassResult(0, 0, 0)
+
+    async def cold() -> None:
+        report = await manager.invalidate(covered(days))  # every tier: the next read computes from the source
+        if not report.complete:
+            raise RuntimeError(f"invalidation incomplete: {report.as_dict()}")
+        expect(await timed(paths["cold"], lambda: manager.analytics(unfiltered)), "source", "cold")
+
+    async def sql_pass() -> None:
+        nonlocal sql_result
+        sql_result = await timed(paths["sqlPass"], lambda: sql.run(days))
+
+    await interleaved(runs.cold, cold, sql_pass)
+
+    await postgres_reads(bench, pg_only, days, paths["postgresTier"], runs.postgres)
+
+    bench.say(days, "Redis day tier, new user filters")
+    for _ in range(runs.redis_day):
+        filtered = query(days, bench.fresh_user())
+        key = manager.keys.result("analytics", filtered.range, filtered.filters.fingerprint())
+        if await bench.redis.exists(key):
+            raise RuntimeError(f"{key} exists: the filter was asked before")
+        answer = await timed(paths["redisDayTier"], functools.partial(manager.analytics, filtered))
+        expect(answer, "redis", "redisDayTier")
+
+    bench.say(days, "Redis result hits against raw GET + decode")
+    document = (await manager.analytics(unfiltered)).value  # stores the result again if its TTL ran out
+    key = manager.keys.result("analytics", unfiltered.range, unfiltered.filters.fingerprint())
+    hit, raw = Samples(), Samples()
+    decode = result_decoder(manager)
+
+    async def hit_read() -> None:
+        expect(await timed(hit, lambda: manager.analytics(unfiltered)), "redis", "redisResultHit")
+
+    async def raw_read() -> None:
+        await timed(raw, lambda: raw_get_decode(bench.redis, decode, key))
+
+    await interleaved(runs.warm, hit_read, raw_read)
+    paths.update(redisResultHit=hit, rawGetDecode=raw)
+    return view(
+        bench.dataset,
+        days,
+        paths,
+        sql_result,
+        document,
+        hitOverRaw=ratio(hit.p50, raw.p50),
+        resultBytes=await bench.redis.strlen(key),
+    )
+
+
+async def postgres_reads(
+    bench: Bench, pg_only: CacheManager, days: DateRange, samples: Samples, runs: int
+) -> dict[str, Any]:
+    """Reads with Redis disabled, once the days are cached: every read computes from PostgreSQL's day rows.
+
+    Returns the document of the untimed first read, which refreshes anything left stale since the days were cached.
+    """
+    bench.say(days, "PostgreSQL tier")
+    unfiltered = query(days)
+    document: dict[str, Any] = (await pg_only.analytics(unfiltered)).value
+    for _ in range(runs):
+        expect(await timed(samples, lambda: pg_only.analytics(unfiltered)), "postgres", "postgresTier")
+    return document
+
+
+async def memory_probe(bench: Bench, days: DateRange) -> dict[str, Any]:
+    """Peak RSS of one cold query in a fresh process that does nothing else (bench/probe.py).
+
+    It invalidates the range and its previous period in PostgreSQL too: run it after the views that use those days.
+    """
+    bench.say(days, "peak RSS of a cold query in a fresh process")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.probe",
+        days.start.isoformat(),
+        days.end.isoformat(),
+        cwd=ROOT,
+        env=bench.env(bench.new_prefix()),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory probe failed ({proc.returncode}): {err.decode()[-2000:]}")
+    result: dict[str, Any] = json.loads(out.decode().splitlines()[-1])
+    if result["tier"] != "source":
+        raise RuntimeError(f"memory probe: answered by the {result['tier']} tier, expected source")
+    return {"view": f"{days.days}-day", "dataset": bench.dataset.name, "range": str(days), **result}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.asynccontextmanager
+async def api_server(bench: Bench, token: str) -> AsyncIterator[str]:
+    """`litemaas-cache api` as a child process on a free loopback port, with its own key prefix; yields its URL."""
+    port = _free_port()
+    API_LOG.parent.mkdir(parents=True, exist_ok=True)
+    log = API_LOG.open("wb")
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "litemaas-cache"),
+        "api",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        env={**bench.env(bench.new_prefix()), "API_TOKEN": token},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=log,
+    )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 15)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        log.close()
+
+
+async def _wait_healthy(session: aiohttp.ClientSession, url: str, seconds: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        try:
+            async with session.get(f"{url}/healthz") as resp:
+                if resp.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        if asyncio.get_running_loop().time() > deadline:
+            raise RuntimeError(f"the HTTP API did not answer /healthz within {seconds:.0f}s (see {API_LOG})")
+        await asyncio.sleep(0.1)
+
+
+async def _analytics(session: aiohttp.ClientSession, url: str, days: DateRange, user: str | None = None) -> str:
+    """GET the analytics document, read it whole, return the tier that answered."""
+    params = {"startDate": days.start.isoformat(), "endDate": days.end.isoformat()}
+    if user is not None:
+        params["userIds"] = user
+    async with session.get(f"{url}/api/v1/analytics", params=params) as resp:
+        body = await resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"GET /api/v1/analytics: {resp.status} {body[:300]!r}")
+        return resp.headers.get("X-Cache-Tier", "?")
+
+
+async def _health(session: aiohttp.ClientSession, url: str) -> None:
+    async with session.get(f"{url}/healthz") as resp:
+        await resp.read()
+
+
+async def _poll_health(session: aiohttp.ClientSession, url: str, samples: Samples, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        await timed(samples, lambda: _health(session, url))
+        await asyncio.sleep(HEALTH_POLL_SECONDS)
+
+
+async def concurrent_requests(bench: Bench, days: DateRange) -> dict[str, Any]:
+    """Six concurrent new-filter requests for a view the day tiers hold, while /healthz is polled every 20 ms."""
+    bench.say(days, f"HTTP API, {CONCURRENT_REQUESTS} concurrent requests")
+    token = secrets.token_hex(16)
+    async with (
+        api_server(bench, token) as url,
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}, timeout=HTTP_TIMEOUT) as session,
+    ):
+        await _wait_healthy(session, url)
+        warm_tier = await _analytics(session, url, days)  # the day tiers (Redis under the API's prefix) hold the days
+        answers, health = Samples(), Samples()
+        stop = asyncio.Event()
+        poller = asyncio.create_task(_poll_health(session, url, health, stop))
+        users = [bench.fresh_user() for _ in range(CONCURRENT_REQUESTS)]
+        tiers = await asyncio.gather(
+            *(timed(answers, functools.partial(_analytics, session, url, days, u)) for u in users)
+        )
+        stop.set()
+        await poller
+    return {
+        "view": f"{days.days}-day",
+        "dataset": bench.dataset.name,
+        "range": str(days),
+        "warmTier": warm_tier,
+        "tiers": tiers,
+        "answers": answers.as_dict(),
+        "healthz": health.as_dict(),
+    }
+
+
+async def year_view(
+    bench: Bench, pg_only: CacheManager, sql: SqlPass, days: DateRange
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """L's 365-day view: SQL passes, one cold query in a fresh process (time and peak RSS), PostgreSQL-tier reads."""
+    paths = {name: Samples() for name in ("sqlPass", "cold", "postgresTier")}
+    bench.say(days, "SQL passes")
+    sql_result = PassResult(0, 0, 0)
+    for _ in range(bench.runs.year):
+        sql_result = await timed(paths["sqlPass"], lambda: sql.run(days))
+    memory = await memory_probe(bench, days)  # also the cold read that fills PostgreSQL
+    paths["cold"].add(memory["ms"])
+    document = await postgres_reads(bench, pg_only, days, paths["postgresTier"], bench.runs.year)
+    return view(bench.dataset, days, paths, sql_result, document), memory
