@@ -209,7 +209,6 @@ def test_breakdown_by_model_is_paginated(cli_dsn: str) -> None:
             (START.isoformat(), TODAY.isoformat()),
         ).fetchall()
     assert len(rows) == 8, "5 catalog models, gpt-4o-mini (the empty key's), local/phi-4 and unknown (MCP tools)"
-    assert len({r for _, r, _ in rows}) == len(rows), "no ties in requests: the order is fully determined"
     prefix = f"test:cli:{uuid.uuid4().hex[:10]}:"
     seen = []
     for page in (1, 2, 3, 4):

@@ -107,7 +107,9 @@ class PostgresDayCache:
         self, conn: psycopg.AsyncConnection[Any], days: Sequence[dt.date]
     ) -> tuple[dict[dt.date, DayFrame], dict[dt.date, int]]:
         """The fresh cached days among `days` (payloads, not yet decoded), and the version of every day with a row."""
-        cur = await conn.execute(_READ_SQL, (list(days),))
+        # Binary results: bytea arrives as it is stored, where the text format would hex-encode and parse it again
+        # (measured: 3.5x slower for 60 days).
+        cur = await conn.cursor(binary=True).execute(_READ_SQL, (list(days),))
         now = utc_now()
         fresh: dict[dt.date, DayFrame] = {}
         versions: dict[dt.date, int] = {}
@@ -120,7 +122,7 @@ class PostgresDayCache:
             except UnreadablePayload:
                 continue  # an older layout: rewritten by the next fill
             if (header.day, header.is_complete, header.version) == (day, is_complete, version):
-                fresh[day] = DayFrame(header, None, bytes(payload))
+                fresh[day] = DayFrame(header, None, payload)
         return fresh, versions
 
     async def fill(

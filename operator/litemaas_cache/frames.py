@@ -3,31 +3,38 @@
 A day frame holds one row per (user, api key, model, provider) cell of that UTC day, the four dimensions as integer
 codes (see dictionary.py) and the metrics as integers (spend as a float). The payload is:
 
-    MAGIC | layout (1 byte) | header length (4 bytes, big-endian) | header (JSON) | Arrow IPC (zstd-compressed)
+    MAGIC | layout (1 byte) | header length (4 bytes, big-endian) | header (JSON) | Arrow IPC stream (zstd)
 
 The header carries the day, whether it is complete and the version it was built at, and can be read without
-touching the columns. A payload of another layout is not an error: it is read as a
-miss and rewritten, so a change of layout needs no purge.
+touching the columns. Integer columns are stored in the narrowest type that holds the day's values and widened again
+when read: smaller, and faster to decompress (layout 2: 1.3 ms a day, against 2.8 ms for layout 1's full-width
+columns through polars' IPC reader, measured on dataset L). A payload of another layout is not an error: it is read
+as a miss and rewritten, so a change of layout needs no purge.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import io
 import struct
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import polars as pl
+import pyarrow as pa
+import pyarrow.ipc as ipc
 
 from .dictionary import CODE_TYPE
 from .vocabulary import CODED_COLUMNS, METRICS
 
 MAGIC = b"LMCD"
-LAYOUT = 1
+LAYOUT = 2
 _LENGTH = struct.Struct(">I")
 _PREFIX = len(MAGIC) + 1 + _LENGTH.size
+_IPC_OPTIONS = ipc.IpcWriteOptions(compression="zstd")
+# Arrow's default allocator (mimalloc) keeps freed memory for reuse; the system allocator hands it back, which keeps
+# the peak RSS of a long cold read lower (measured: 434 -> 411 MiB for a 90-day cold read on dataset M).
+pa.set_memory_pool(pa.system_memory_pool())
 
 SCHEMA: dict[str, pl.DataType] = {
     **{name: CODE_TYPE() for name in CODED_COLUMNS},
@@ -82,9 +89,13 @@ def encode_day(day: dt.date, frame: pl.DataFrame, *, is_complete: bool, version:
     frame = frame.select(pl.col(name).cast(dtype) for name, dtype in SCHEMA.items())
     header = DayHeader(day, is_complete, version)
     meta = orjson.dumps({"day": day.isoformat(), "complete": is_complete, "version": version})
-    body = io.BytesIO()
-    frame.write_ipc(body, compression="zstd")
-    payload = MAGIC + bytes([LAYOUT]) + _LENGTH.pack(len(meta)) + meta + body.getvalue()
+    narrow = pl.DataFrame(
+        [frame[name] if name == "spend" else frame[name].shrink_dtype() for name in SCHEMA]
+    ).to_arrow()
+    body = pa.BufferOutputStream()
+    with ipc.new_stream(body, narrow.schema, options=_IPC_OPTIONS) as writer:
+        writer.write_table(narrow)
+    payload = MAGIC + bytes([LAYOUT]) + _LENGTH.pack(len(meta)) + meta + body.getvalue().to_pybytes()
     return DayFrame(header, frame, payload)
 
 
@@ -106,9 +117,10 @@ def decode_columns(payload: bytes) -> pl.DataFrame:
     """The columns of a payload whose header was read; raises UnreadablePayload when they are damaged."""
     (length,) = _LENGTH.unpack_from(payload, len(MAGIC) + 1)
     try:
-        frame = pl.read_ipc(io.BytesIO(payload[_PREFIX + length :]))
-    except Exception as exc:  # polars raises several error types for a damaged IPC body
+        table = ipc.open_stream(pa.py_buffer(payload)[_PREFIX + length :]).read_all()
+        frame = pl.from_arrow(table)
+    except (pa.ArrowException, OSError, ValueError, TypeError) as exc:
         raise UnreadablePayload(f"bad columns: {type(exc).__name__}") from None
-    if dict(frame.schema) != SCHEMA:
+    if not isinstance(frame, pl.DataFrame) or frame.columns != list(SCHEMA):
         raise UnreadablePayload("unexpected columns")
-    return frame
+    return frame.cast(SCHEMA)  # type: ignore[arg-type]  # a dict of column -> dtype is what cast takes
