@@ -99,7 +99,9 @@ async def test_redis_killed_mid_test_then_restarted(
     started = time.monotonic()
     during = [await q(manager) for q in queries]
     assert [a.value for a in during] == before, "PostgreSQL answers exactly what Redis did"
-    assert {a.tier for a in during} == {"postgres"}
+    tiers = {a.tier for a in during}
+    assert "postgres" in tiers, "PostgreSQL answered (today is never held in memory)"
+    assert tiers <= {"postgres", "memory"}, "and days held in memory, nothing else"
     assert time.monotonic() - started < 10, "a dead Redis only costs bounded timeouts"
     assert manager.redis.breaker.state is BreakerState.OPEN
     stats = await manager.stats()

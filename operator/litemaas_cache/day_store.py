@@ -12,13 +12,14 @@ import ctypes
 import datetime as dt
 import os
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import cast
 
 from .daily_cache import PostgresDayCache
 from .frames import DayFrame, UnreadablePayload, decode_columns
+from .local_frames import LocalFrames
 from .redis_tier import RedisTier
 from .settings import Settings
 from .stats import Counters
@@ -40,6 +41,7 @@ class DayFetch:
 
     days: dict[dt.date, DayFrame] = field(default_factory=dict)
     versions: dict[dt.date, int] = field(default_factory=dict)
+    from_memory: int = 0
     from_redis: int = 0
     from_postgres: int = 0
     from_source: int = 0
@@ -47,12 +49,17 @@ class DayFetch:
 
     @property
     def tier(self) -> Tier:
-        return "source" if self.from_source else "postgres" if self.from_postgres else "redis"
+        if self.from_source:
+            return "source"
+        if self.from_postgres:
+            return "postgres"
+        return "redis" if self.from_redis or not self.from_memory else "memory"
 
 
 class TieredDayStore:
     def __init__(self, settings: Settings, redis: RedisTier, postgres: PostgresDayCache, counters: Counters) -> None:
         self._settings = settings
+        self._local = LocalFrames(settings.local_frames_mib * 1024 * 1024)
         self._redis = redis
         self._postgres = postgres
         self._counters = counters
@@ -85,14 +92,38 @@ class TieredDayStore:
         try:
             while chunks or pending:
                 while chunks and len(pending) <= READ_AHEAD:
-                    pending.append(asyncio.ensure_future(self._read(chunks.popleft(), fetch)))
+                    pending.append(asyncio.ensure_future(self._read_held(chunks.popleft(), fetch)))
                 yield await pending.popleft()
         finally:
             for task in pending:
                 task.cancel()
 
-    async def _read(self, wanted: list[dt.date], fetch: DayFetch) -> list[DayFrame]:
+    async def _read_held(self, wanted: list[dt.date], fetch: DayFetch) -> list[DayFrame]:
+        """Days this process holds decoded at their current version, the rest through the tiers (and then held)."""
+        versions = await self._redis.versions(wanted)
+        if versions is None:  # Redis is off or down: PostgreSQL's versions are the truth anyway
+            versions = await self._postgres.versions(wanted)
+        held = {d: frame for d in wanted if (frame := self._local.get(d, versions[d])) is not None}
+        fetch.from_memory += len(held)
+        self._counters.add("day:memory:hit", len(held))
+        fetch.versions.update({d: frame.version for d, frame in held.items()})
+        rest = [d for d in wanted if d not in held]
+        if rest:
+            held.update((frame.day, frame) for frame in await self._read(rest, fetch, hold=True))
+        return [held[d] for d in wanted]
+
+    def _hold(self, days: Iterable[DayFrame]) -> None:
+        """Keep complete past days decoded (today and the grace-period yesterday still change)."""
+        for day in days:
+            if day.is_complete and not self.is_current(day.day):
+                self._local.put(day, self._settings.ttl_historical_day)
+
+    async def _read(self, wanted: list[dt.date], fetch: DayFetch, *, hold: bool = False) -> list[DayFrame]:
+        """The days through Redis -> PostgreSQL -> source; with `hold`, what came from a cache tier is kept decoded
+        (not what was just computed: a cold read of a long range must not fill this process's memory)."""
         found = await _decoded(await self._redis.get_days(wanted))
+        if hold:
+            self._hold(found.values())
         fetch.from_redis += len(found)
         self._counters.add("day:redis:hit", len(found))
         self._counters.add("day:redis:miss", len(wanted) - len(found))
@@ -118,6 +149,8 @@ class TieredDayStore:
             self._counters.add("day:postgres:miss", computed)
             self._counters.add("day:source:computed", computed)
             fresh = {**cached, **filled}
+            if hold:
+                self._hold(cached.values())
             found.update(fresh)
             fetch.redis_written += await self._redis.put_days(fresh.values(), self.day_ttl)
         fetch.versions.update({d: found[d].version for d in wanted})

@@ -92,6 +92,13 @@ class Settings(BaseSettings):
         validation_alias="ANALYTICS_MAX_CONCURRENT",
         description="Analytics computations (cache misses) run at once per process; further ones queue.",
     )
+    local_frames_mib: int = Field(
+        default=96,
+        ge=0,
+        le=65536,
+        validation_alias="CACHE_LOCAL_FRAMES_MIB",
+        description="Memory each process may keep of decoded days read from the cache tiers (0: none).",
+    )
     chunk_days: int = Field(
         default=7,
         ge=1,

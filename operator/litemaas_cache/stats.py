@@ -40,6 +40,7 @@ async def stats_document(redis: RedisTier, counters: Counters) -> dict[str, Any]
         "hitRate": _rate(requests - from_source, from_source),
         "requests": requests,
         "computations": values.get("computations", 0),
+        "memory": {"dayHits": values.get("day:memory:hit", 0)},
         "redis": {
             "enabled": redis.enabled,
             "available": redis.available and info is not None,

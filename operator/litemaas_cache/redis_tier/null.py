@@ -29,6 +29,9 @@ class NullRedisStore:
     async def raise_versions(self, versions: dict[dt.date, int]) -> bool:
         return True
 
+    async def versions(self, days: Sequence[dt.date]) -> dict[dt.date, int] | None:
+        return None
+
     async def get_days(self, days: Sequence[dt.date]) -> dict[dt.date, DayFrame]:
         return {}
 

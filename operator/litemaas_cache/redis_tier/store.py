@@ -193,6 +193,15 @@ class RedisStore:
         """Raise the mirror (after an invalidation or a rewrite); False when Redis could not be reached."""
         return await self._call("raise-versions", lambda c: self._merge_versions(c, versions), None) is not None
 
+    async def versions(self, days: Sequence[dt.date]) -> dict[dt.date, int] | None:
+        """The mirror's current version of each day (0 when absent), or None when Redis cannot be asked."""
+
+        async def read(client: RedisClient) -> dict[dt.date, int]:
+            mirror = await client.hmget(self.keys.versions, [d.isoformat() for d in days])
+            return dict(zip(days, _versions(cast(list[bytes | None], mirror)), strict=True))
+
+        return cast(dict[dt.date, int] | None, await self._call("versions", read, None)) if days else {}
+
     # -- day entries -------------------------------------------------------------------------------------
     async def get_days(self, days: Sequence[dt.date]) -> dict[dt.date, DayFrame]:
         """The days whose Redis entry is present, of the current layout and at the mirror's current version

@@ -1,0 +1,64 @@
+"""Decoded day frames kept in this process, within a memory budget: the hot days of the views admins look at.
+
+A day read from Redis or PostgreSQL is decoded once and kept here (least recently used first out). It is served
+again only at the version the tiers hold for that day at the time of the read (the same check a Redis entry
+passes), and no longer than the TTL its tier gave it, so an invalidation or a refreshed current day is never
+served from here. Admins asking the same range with one filter after another then skip the Redis transfer and the
+decoding, which is most of such a read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from .frames import DayFrame
+
+
+@dataclass(frozen=True)
+class _Entry:
+    day: DayFrame
+    expires: float
+    size: int
+
+
+class LocalFrames:
+    def __init__(self, budget_bytes: int) -> None:
+        self._budget = budget_bytes
+        self._entries: OrderedDict[dt.date, _Entry] = OrderedDict()
+        self._used = 0
+        self._lock = threading.Lock()
+
+    def get(self, day: dt.date, version: int) -> DayFrame | None:
+        """The day's decoded frame if it is held at `version` and has not expired."""
+        with self._lock:
+            entry = self._entries.get(day)
+            if entry is None:
+                return None
+            if entry.day.version != version or entry.expires <= time.monotonic():
+                self._drop(day)
+                return None
+            self._entries.move_to_end(day)
+            return entry.day
+
+    def put(self, day: DayFrame, ttl_seconds: float) -> None:
+        """Keep a decoded day (one larger than the whole budget is not kept)."""
+        if day.frame is None:
+            return
+        size = int(day.frame.estimated_size())
+        if size > self._budget:
+            return
+        with self._lock:
+            self._drop(day.day)
+            self._entries[day.day] = _Entry(DayFrame(day.header, day.frame, b""), time.monotonic() + ttl_seconds, size)
+            self._used += size
+            while self._used > self._budget:
+                self._drop(next(iter(self._entries)))
+
+    def _drop(self, day: dt.date) -> None:
+        entry = self._entries.pop(day, None)
+        if entry is not None:
+            self._used -= entry.size
