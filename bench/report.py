@@ -13,6 +13,7 @@ PATHS = (
     ("cold", "cold: every tier invalidated"),
     ("postgresTier", "PostgreSQL tier (Redis disabled)"),
     ("redisDayTier", "Redis day tier, user filter never asked"),
+    ("memoryDayTier", "days held in memory, user filter never asked"),
     ("redisResultHit", "Redis result hit"),
     ("rawGetDecode", "raw Redis GET + decode of that key"),
     ("apiConcurrent", "HTTP API, 6 concurrent new user filters"),

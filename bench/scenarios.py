@@ -82,9 +82,10 @@ class Bench:
         sql = await SqlPass.connect(dataset.dsn)
         try:
             prefix = bench.new_prefix()
+            # Neither holds decoded days in memory: each path measures its own tier (range_view measures memory).
             async with (
-                CacheManager.open(bench.settings(prefix)) as manager,
-                CacheManager.open(bench.settings(prefix, redis_enabled=False)) as pg_only,
+                CacheManager.open(bench.settings(prefix, local_frames_mib=0)) as manager,
+                CacheManager.open(bench.settings(prefix, redis_enabled=False, local_frames_mib=0)) as pg_only,
             ):
                 yield bench, manager, pg_only, sql
         finally:
@@ -203,7 +204,7 @@ async def range_view(
 ) -> dict[str, Any]:
     """Every path of one range, measured side by side."""
     runs = bench.runs
-    paths = {name: Samples() for name in ("sqlPass", "cold", "postgresTier", "redisDayTier")}
+    paths = {name: Samples() for name in ("sqlPass", "cold", "postgresTier", "redisDayTier", "memoryDayTier")}
     unfiltered = query(days)
     bench.say(days, "cold reads and SQL passes")
     sql_result = PassResult(0, 0, 0)
@@ -230,6 +231,15 @@ async def range_view(
             raise RuntimeError(f"{key} exists: the filter was asked before")
         answer = await timed(paths["redisDayTier"], functools.partial(manager.analytics, filtered))
         expect(answer, "redis", "redisDayTier")
+
+    bench.say(days, "days held in memory, new user filters")
+    async with CacheManager.open(bench.settings(manager.keys.prefix)) as holding:  # CACHE_LOCAL_FRAMES_MIB default
+        await holding.analytics(query(days, bench.fresh_user()))  # reads the days from Redis, and holds them
+        for _ in range(runs.redis_day):
+            answer = await timed(
+                paths["memoryDayTier"], functools.partial(holding.analytics, query(days, bench.fresh_user()))
+            )
+            expect(answer, "memory", "memoryDayTier")
 
     bench.say(days, "Redis result hits against raw GET + decode")
     document = (await manager.analytics(unfiltered)).value  # stores the result again if its TTL ran out

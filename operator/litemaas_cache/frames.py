@@ -89,12 +89,10 @@ def encode_day(day: dt.date, frame: pl.DataFrame, *, is_complete: bool, version:
     frame = frame.select(pl.col(name).cast(dtype) for name, dtype in SCHEMA.items())
     header = DayHeader(day, is_complete, version)
     meta = orjson.dumps({"day": day.isoformat(), "complete": is_complete, "version": version})
-    narrow = pl.DataFrame(
-        [frame[name] if name == "spend" else frame[name].shrink_dtype() for name in SCHEMA]
-    ).to_arrow()
+    narrowed = narrow(frame).to_arrow()
     body = pa.BufferOutputStream()
-    with ipc.new_stream(body, narrow.schema, options=_IPC_OPTIONS) as writer:
-        writer.write_table(narrow)
+    with ipc.new_stream(body, narrowed.schema, options=_IPC_OPTIONS) as writer:
+        writer.write_table(narrowed)
     payload = MAGIC + bytes([LAYOUT]) + _LENGTH.pack(len(meta)) + meta + body.getvalue().to_pybytes()
     return DayFrame(header, frame, payload)
 
@@ -123,4 +121,14 @@ def decode_columns(payload: bytes) -> pl.DataFrame:
         raise UnreadablePayload(f"bad columns: {type(exc).__name__}") from None
     if not isinstance(frame, pl.DataFrame) or frame.columns != list(SCHEMA):
         raise UnreadablePayload("unexpected columns")
+    return widen(frame)
+
+
+def narrow(frame: pl.DataFrame) -> pl.DataFrame:
+    """The integer columns in the narrowest type that holds their values (spend stays a float64)."""
+    return pl.DataFrame([frame[name] if name == "spend" else frame[name].shrink_dtype() for name in SCHEMA])
+
+
+def widen(frame: pl.DataFrame) -> pl.DataFrame:
+    """A narrowed frame back in SCHEMA's types."""
     return frame.cast(SCHEMA)  # type: ignore[arg-type]  # a dict of column -> dtype is what cast takes

