@@ -49,11 +49,11 @@ def _polars(frame: pl.DataFrame) -> None:
 def _duckdb(frame: pl.DataFrame) -> None:
     con = duckdb.connect()
     con.register("usage", frame.to_arrow())
-    con.execute(f"SELECT user, key, model, provider, {SUMS_SQL} FROM usage GROUP BY ALL").to_arrow_table()
-    con.execute(
+    con.sql(f"SELECT user, key, model, provider, {SUMS_SQL} FROM usage GROUP BY ALL").to_arrow_table()
+    con.sql(
         f"SELECT day, {SUMS_SQL}, count(DISTINCT user) FILTER (WHERE requests > 0) FROM usage GROUP BY day"
     ).to_arrow_table()
-    con.execute(f"SELECT day, model, provider, {SUMS_SQL} FROM usage GROUP BY ALL").to_arrow_table()
+    con.sql(f"SELECT day, model, provider, {SUMS_SQL} FROM usage GROUP BY ALL").to_arrow_table()
     con.close()
 
 

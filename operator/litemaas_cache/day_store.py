@@ -100,6 +100,8 @@ class TieredDayStore:
 
     async def _read_held(self, wanted: list[dt.date], fetch: DayFetch) -> list[DayFrame]:
         """Days this process holds decoded at their current version, the rest through the tiers (and then held)."""
+        if not self._local.enabled:
+            return await self._read(wanted, fetch)
         versions = await self._redis.versions(wanted)
         if versions is None:  # Redis is off or down: PostgreSQL's versions are the truth anyway
             versions = await self._postgres.versions(wanted)

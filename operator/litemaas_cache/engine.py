@@ -21,7 +21,10 @@ from .vocabulary import CODED_COLUMNS, METRICS, CodedColumn
 
 SUMS = [pl.col(name).sum() for name in METRICS]
 ACTIVE = pl.col("requests") > 0
-# The grain is folded again once this many chunk partials are pending (bounds memory and the cost of a fold).
+# Rows of the range are grouped once this many are buffered: grouping a few chunks at once costs less than grouping
+# each (measured on a 365-day range of dataset L: 1.66 s in 7-day groups, 1.26 s in 28-day ones).
+GROUP_ROWS = 200_000
+# The grain is folded again once this many partials are pending (bounds memory and the cost of a fold).
 FOLD_EVERY = 4
 
 
@@ -76,6 +79,8 @@ class RangeAccumulator:
         self._per_day = per_day
         self._grain: pl.DataFrame = pl.DataFrame(schema=SCHEMA)
         self._pending: list[pl.DataFrame] = []
+        self._buffer: list[pl.DataFrame] = []
+        self._buffered_rows = 0
         self._daily: list[pl.DataFrame] = []
         self._daily_models: list[pl.DataFrame] = []
         self._previous_parts: list[pl.DataFrame] = []
@@ -86,7 +91,11 @@ class RangeAccumulator:
         current = [d for d in days if self.current.start <= d.day <= self.current.end]
         previous = [d for d in days if self.previous and self.previous.start <= d.day <= self.previous.end]
         if current:
-            self._add_current(self._stack(current))
+            rows = self._stack(current)
+            self._buffer.append(rows)
+            self._buffered_rows += rows.height
+            if self._buffered_rows >= GROUP_ROWS:
+                self._group_buffer()
         if previous:
             rows = self._stack(previous)
             self._previous_parts.append(rows.select(SUMS))
@@ -95,6 +104,13 @@ class RangeAccumulator:
     def _stack(self, days: Iterable[DayFrame]) -> pl.DataFrame:
         stacked = pl.concat([d.columns().with_columns(day=pl.lit(d.day, dtype=pl.Date)) for d in days])
         return stacked if self._where is None else stacked.filter(self._where)
+
+    def _group_buffer(self) -> None:
+        if self._buffer:
+            rows = pl.concat(self._buffer)
+            self._buffer.clear()
+            self._buffered_rows = 0
+            self._add_current(rows)
 
     def _add_current(self, rows: pl.DataFrame) -> None:
         self._pending.append(rows.group_by(GRAIN).agg(SUMS))
@@ -110,6 +126,7 @@ class RangeAccumulator:
 
     def codes(self) -> set[int]:
         """Every dictionary code the summary will name."""
+        self._group_buffer()
         self._fold()
         found: set[int] = set()
         for column in GRAIN:
@@ -121,6 +138,7 @@ class RangeAccumulator:
 
     def summary(self, dictionary: DimensionDictionary) -> RangeSummary:
         """The folded range with its codes turned back into text (the dictionary must know every code)."""
+        self._group_buffer()
         self._fold()
         previous = pl.concat(self._previous_parts).select(SUMS) if self._previous_parts else None
         users = pl.concat(self._previous_users).unique() if self._previous_users else pl.Series([], dtype=pl.Int32)

@@ -32,6 +32,10 @@ class LocalFrames:
         self._used = 0
         self._lock = threading.Lock()
 
+    @property
+    def enabled(self) -> bool:
+        return self._budget > 0
+
     def get(self, day: dt.date, version: int) -> DayFrame | None:
         """The day's decoded frame if it is held at `version` and has not expired."""
         with self._lock:
