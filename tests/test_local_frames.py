@@ -11,7 +11,7 @@ import psycopg
 
 from litemaas_cache.dates import DateRange, utc_today
 from litemaas_cache.filters import build_query
-from litemaas_cache.frames import empty_frame, encode_day
+from litemaas_cache.frames import empty_frame, encode_day, narrow
 from litemaas_cache.local_frames import LocalFrames
 from litemaas_cache.manager import CacheManager
 
@@ -86,7 +86,8 @@ def test_the_budget_evicts_the_least_recently_used_day() -> None:
         )
         for day in days
     ]
-    size = int(frames[0].frame.estimated_size()) if frames[0].frame is not None else 0
+    assert frames[0].frame is not None
+    size = int(narrow(frames[0].frame).estimated_size())  # held days are kept narrowed
     held = LocalFrames(budget_bytes=size * 3)
     for frame in frames[:3]:
         held.put(frame, 60)
