@@ -83,7 +83,9 @@ class TieredDayStore:
             fetch.days[day.day] = day
         return fetch
 
-    async def stream(self, days: Sequence[dt.date], fetch: DayFetch) -> AsyncIterator[list[DayFrame]]:
+    async def stream(
+        self, days: Sequence[dt.date], fetch: DayFetch, needs_columns: Callable[[dt.date], bool] = lambda _: True
+    ) -> AsyncIterator[list[DayFrame]]:
         """The days in chunks of ANALYTICS_CHUNK_DAYS, with up to READ_AHEAD chunks read while the caller folds."""
         ordered = sorted(set(days))
         size = self._settings.chunk_days
@@ -92,16 +94,18 @@ class TieredDayStore:
         try:
             while chunks or pending:
                 while chunks and len(pending) <= READ_AHEAD:
-                    pending.append(asyncio.ensure_future(self._read_held(chunks.popleft(), fetch)))
+                    pending.append(asyncio.ensure_future(self._read_held(chunks.popleft(), fetch, needs_columns)))
                 yield await pending.popleft()
         finally:
             for task in pending:
                 task.cancel()
 
-    async def _read_held(self, wanted: list[dt.date], fetch: DayFetch) -> list[DayFrame]:
+    async def _read_held(
+        self, wanted: list[dt.date], fetch: DayFetch, needs_columns: Callable[[dt.date], bool]
+    ) -> list[DayFrame]:
         """Days this process holds decoded at their current version, the rest through the tiers (and then held)."""
         if not self._local.enabled:
-            return await self._read(wanted, fetch)
+            return await self._read(wanted, fetch, needs_columns=needs_columns)
         versions = await self._redis.versions(wanted)
         if versions is None:  # Redis is off or down: PostgreSQL's versions are the truth anyway
             versions = await self._postgres.versions(wanted)
@@ -111,7 +115,9 @@ class TieredDayStore:
         fetch.versions.update({d: frame.version for d, frame in held.items()})
         rest = [d for d in wanted if d not in held]
         if rest:
-            held.update((frame.day, frame) for frame in await self._read(rest, fetch, hold=True))
+            held.update(
+                (frame.day, frame) for frame in await self._read(rest, fetch, hold=True, needs_columns=needs_columns)
+            )
         return [held[d] for d in wanted]
 
     def _hold(self, days: Iterable[DayFrame]) -> None:
@@ -120,10 +126,18 @@ class TieredDayStore:
             if day.is_complete and not self.is_current(day.day):
                 self._local.put(day, self._settings.ttl_historical_day)
 
-    async def _read(self, wanted: list[dt.date], fetch: DayFetch, *, hold: bool = False) -> list[DayFrame]:
-        """The days through Redis -> PostgreSQL -> source; with `hold`, what came from a cache tier is kept decoded
-        (not what was just computed: a cold read of a long range must not fill this process's memory)."""
-        found = await _decoded(await self._redis.get_days(wanted))
+    async def _read(
+        self,
+        wanted: list[dt.date],
+        fetch: DayFetch,
+        *,
+        hold: bool = False,
+        needs_columns: Callable[[dt.date], bool] = lambda _: True,
+    ) -> list[DayFrame]:
+        """The days through Redis -> PostgreSQL -> source, decoded where `needs_columns` says so (else the header
+        is enough); with `hold`, what came decoded from a cache tier is kept (not what was just computed: a cold
+        read of a long range must not fill this process's memory)."""
+        found = await _decoded(await self._redis.get_days(wanted), needs_columns)
         if hold:
             self._hold(found.values())
         fetch.from_redis += len(found)
@@ -132,7 +146,7 @@ class TieredDayStore:
         missing = [d for d in wanted if d not in found]
         if missing:
             stored = await self._postgres.get(missing)
-            cached = await _decoded(stored)
+            cached = await _decoded(stored, needs_columns)
             still_missing = [d for d in missing if d not in cached]
             filled: dict[dt.date, DayFrame] = {}
             computed = 0
@@ -142,7 +156,7 @@ class TieredDayStore:
                     async with self._filling:
                         from_fill, batch_computed = await self._postgres.fill(batch, recompute=damaged & set(batch))
                         _release_free_memory()
-                    filled.update(await _decoded(from_fill))
+                    filled.update(await _decoded(from_fill, needs_columns))
                     computed += batch_computed
             from_postgres = len(cached) + len(still_missing) - computed
             fetch.from_postgres += from_postgres
@@ -159,15 +173,15 @@ class TieredDayStore:
         return [found[d] for d in wanted]
 
 
-async def _decoded(days: dict[dt.date, DayFrame]) -> dict[dt.date, DayFrame]:
-    """The days with their columns decoded, several at once (decoding releases the GIL); a day whose payload is
-    damaged is left out."""
-    undecoded = [frame for frame in days.values() if frame.frame is None]
+async def _decoded(days: dict[dt.date, DayFrame], needs_columns: Callable[[dt.date], bool]) -> dict[dt.date, DayFrame]:
+    """The days with the columns they need decoded, several at once (decoding releases the GIL); a day whose
+    columns are damaged is left out."""
+    undecoded = [frame for frame in days.values() if frame.frame is None and needs_columns(frame.day)]
     if not undecoded:
         return days
     loop = asyncio.get_running_loop()
     decoded = await asyncio.gather(*(loop.run_in_executor(_DECODERS, _decode, frame) for frame in undecoded))
-    readable = {day: frame for day, frame in days.items() if frame.frame is not None}
+    readable = {day: frame for day, frame in days.items() if frame.frame is not None or not needs_columns(day)}
     readable.update({frame.day: frame for frame in decoded if frame is not None})
     return readable
 

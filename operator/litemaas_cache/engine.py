@@ -9,6 +9,7 @@ called from a worker thread; polars releases the GIL while it computes.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -86,6 +87,12 @@ class RangeAccumulator:
         self._previous_parts: list[pl.DataFrame] = []
         self._previous_users: list[pl.Series] = []
 
+    def needs_columns(self, day: dt.date) -> bool:
+        """Whether folding `day` needs its columns, or its header's summary is enough (unfiltered, and only the
+        day's totals, active users and per-model sums are wanted: every day of the previous period, and the daily
+        series of the current one)."""
+        return self._where is not None or self.current.start <= day <= self.current.end
+
     def add(self, days: Sequence[DayFrame]) -> None:
         """Fold a chunk of days (each day of the range must be added exactly once)."""
         current = [d for d in days if self.current.start <= d.day <= self.current.end]
@@ -94,16 +101,26 @@ class RangeAccumulator:
             rows = self._stack(current)
             self._buffer.append(rows)
             self._buffered_rows += rows.height
+            if self._where is None and self._per_day:
+                self._daily.append(_daily_of(current))
+                self._daily_models.append(_daily_models_of(current))
             if self._buffered_rows >= GROUP_ROWS:
                 self._group_buffer()
-        if previous:
+        if previous and self._where is None:
+            self._previous_parts.append(
+                pl.DataFrame([d.header.totals for d in previous], schema=_SUMS_SCHEMA, orient="row")
+            )
+            self._previous_users.append(pl.Series([u for d in previous for u in d.header.active_users], dtype=pl.Int32))
+        elif previous:
             rows = self._stack(previous)
             self._previous_parts.append(rows.select(SUMS))
             self._previous_users.append(rows.filter(ACTIVE)["user"].unique())
 
     def _stack(self, days: Iterable[DayFrame]) -> pl.DataFrame:
+        if self._where is None:  # the per-day figures come from the headers: no day column needed
+            return pl.concat([d.columns() for d in days])
         stacked = pl.concat([d.columns().with_columns(day=pl.lit(d.day, dtype=pl.Date)) for d in days])
-        return stacked if self._where is None else stacked.filter(self._where)
+        return stacked.filter(self._where)
 
     def _group_buffer(self) -> None:
         if self._buffer:
@@ -116,7 +133,7 @@ class RangeAccumulator:
         self._pending.append(rows.group_by(GRAIN).agg(SUMS))
         if len(self._pending) >= FOLD_EVERY:
             self._fold()
-        if self._per_day:
+        if self._per_day and self._where is not None:  # unfiltered: from the headers, in add()
             self._daily.append(rows.group_by("day").agg(*SUMS, distinct_active("user").alias("activeUsers")))
             self._daily_models.append(rows.group_by("day", "model", "provider").agg(SUMS))
 
@@ -142,24 +159,34 @@ class RangeAccumulator:
         self._fold()
         previous = pl.concat(self._previous_parts).select(SUMS) if self._previous_parts else None
         users = pl.concat(self._previous_users).unique() if self._previous_users else pl.Series([], dtype=pl.Int32)
-        daily_schema = {"day": pl.Date(), **{m: SCHEMA[m] for m in METRICS}, "activeUsers": pl.UInt32()}
-        models_schema = {
-            "day": pl.Date(),
-            "model": pl.Int32(),
-            "provider": pl.Int32(),
-            **{m: SCHEMA[m] for m in METRICS},
-        }
         return RangeSummary(
             grain=_named(self._grain, GRAIN, dictionary),
-            daily=pl.concat(self._daily) if self._daily else pl.DataFrame(schema=daily_schema),
+            daily=pl.concat(self._daily) if self._daily else pl.DataFrame(schema=_DAILY_SCHEMA),
             daily_models=_named(
-                pl.concat(self._daily_models) if self._daily_models else pl.DataFrame(schema=models_schema),
+                pl.concat(self._daily_models) if self._daily_models else pl.DataFrame(schema=_MODELS_SCHEMA),
                 ["model", "provider"],
                 dictionary,
             ),
             previous_totals={m: (previous[m][0] if previous is not None else 0) for m in METRICS},
             previous_active_users=users.len(),
         )
+
+
+_SUMS_SCHEMA = {m: SCHEMA[m] for m in METRICS}
+_DAILY_SCHEMA = {"day": pl.Date(), **_SUMS_SCHEMA, "activeUsers": pl.UInt32()}
+_MODELS_SCHEMA = {"day": pl.Date(), "model": pl.Int32(), "provider": pl.Int32(), **_SUMS_SCHEMA}
+
+
+def _daily_of(days: Sequence[DayFrame]) -> pl.DataFrame:
+    """Each day's totals and active users, from its header."""
+    rows = [(d.day, *d.header.totals, len(d.header.active_users)) for d in days]
+    return pl.DataFrame(rows, schema=_DAILY_SCHEMA, orient="row")
+
+
+def _daily_models_of(days: Sequence[DayFrame]) -> pl.DataFrame:
+    """Each day's sums per model and provider, from its header."""
+    rows = [(d.day, *row) for d in days for row in d.header.models]
+    return pl.DataFrame(rows, schema=_MODELS_SCHEMA, orient="row")
 
 
 def _named(frame: pl.DataFrame, columns: Sequence[CodedColumn | str], dictionary: DimensionDictionary) -> pl.DataFrame:

@@ -94,7 +94,7 @@ class AnalyticsService:
             where = await self.code_filter(filters)
             accumulator = RangeAccumulator(current, previous, where, per_day=per_day)
             fetch = DayFetch()
-            async for chunk in self._days.stream(covered, fetch):
+            async for chunk in self._days.stream(covered, fetch, accumulator.needs_columns):
                 await asyncio.to_thread(accumulator.add, chunk)
             async with self._db.cache_connection() as conn:
                 await self._dictionary.learn_codes(conn, await asyncio.to_thread(accumulator.codes))
