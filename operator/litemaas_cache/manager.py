@@ -7,18 +7,15 @@ Read path: service.py (query -> result cache -> day store -> engine). Tiers: red
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from .analytics import Page
 from .codec import Codec
 from .daily_cache import FreshnessPolicy, PostgresDayCache
-from .dates import DateRange
-from .day_store import DayFetch, TieredDayStore
+from .day_store import TieredDayStore
 from .db import Database
 from .dictionary import DimensionDictionary
-from .filters import AnalyticsQuery, UsageFilters
 from .maintenance import InvalidationReport, Maintenance, WarmReport
 from .redis_tier import NullRedisStore, RedisStore, RedisTier
 from .redis_tier.keys import KeySpace
@@ -27,7 +24,7 @@ from .service import AnalyticsService
 from .settings import Settings
 from .source import SourceReader
 from .stats import Counters, stats_document
-from .vocabulary import Dimension, InvalidationTier
+from .vocabulary import InvalidationTier
 
 __all__ = ["Answer", "CacheManager", "InvalidationReport", "InvalidationTier", "WarmReport"]
 
@@ -67,6 +64,12 @@ class CacheManager:
         self.results = ResultCache(settings, self.redis, self.counters)
         self.service = AnalyticsService(settings, db, self.keys, self.results, self.days, self.dictionary)
         self.maintenance = Maintenance(self.service, self.postgres, self.redis, self.counters)
+        # What callers use, each one part's own method.
+        self.analytics = self.service.analytics
+        self.breakdown = self.service.breakdown
+        self.warm = self.maintenance.warm
+        self.invalidate = self.maintenance.invalidate
+        self.get_days = self.days.get
 
     @classmethod
     @asynccontextmanager
@@ -84,29 +87,6 @@ class CacheManager:
                 await manager.redis.close()
             source.close()
             await db.close()
-
-    async def analytics(self, query: AnalyticsQuery) -> Answer:
-        return await self.service.analytics(query)
-
-    async def breakdown(self, dimension: Dimension, query: AnalyticsQuery, page: Page) -> Answer:
-        return await self.service.breakdown(dimension, query, page)
-
-    async def get_days(self, days: Sequence[dt.date]) -> DayFetch:
-        return await self.days.get(days)
-
-    async def warm(
-        self,
-        ranges: Sequence[DateRange],
-        filter_sets: Sequence[UsageFilters] = (),
-        breakdowns: Sequence[Dimension] = (),
-        progress: Callable[[str], None] | None = None,
-    ) -> WarmReport:
-        return await self.maintenance.warm(ranges, filter_sets, breakdowns, progress)
-
-    async def invalidate(
-        self, days: DateRange, tiers: Sequence[InvalidationTier] = ("redis", "postgres")
-    ) -> InvalidationReport:
-        return await self.maintenance.invalidate(days, tiers)
 
     async def stats(self) -> dict[str, Any]:
         return await stats_document(self.redis, self.counters)
