@@ -249,10 +249,12 @@ def _run_cli(env: dict[str, str], *args: str) -> tuple[str, str]:
     return proc.stdout, proc.stderr
 
 
-async def test_every_cli_command_works_with_nothing_listening_on_the_redis_port(fresh_dsn: str) -> None:
+@pytest.mark.parametrize("cluster", [False, True], ids=["standalone", "cluster"])
+async def test_every_cli_command_works_with_nothing_listening_on_the_redis_port(fresh_dsn: str, cluster: bool) -> None:
+    """Also as a Redis Cluster client, whose 'cannot connect' (RedisClusterException) is not a RedisError."""
     dead = f"redis://127.0.0.1:{free_port()}/0"
     env = {k: v for k, v in os.environ.items() if k not in ("LITELLM_DATABASE_URL", "REDIS_CLUSTER")}
-    env.update(DATABASE_URL=fresh_dsn, REDIS_URL=dead, REDIS_KEY_PREFIX="dead:")
+    env.update(DATABASE_URL=fresh_dsn, REDIS_URL=dead, REDIS_KEY_PREFIX="dead:", REDIS_CLUSTER=str(cluster).lower())
     today = utc_today()
     days = DateRange(today - dt.timedelta(days=29), today)
     expected = await _source_requests(fresh_dsn, days)
@@ -284,3 +286,21 @@ async def test_every_cli_command_works_with_nothing_listening_on_the_redis_port(
     out, _ = await asyncio.to_thread(_run_cli, env, "analytics", "--start", str(days.start), "--end", str(days.end))
     assert f"{expected:,}" in out, "the human-readable table shows the same total"
     assert time.monotonic() - started < 30
+
+
+async def test_redis_out_of_memory_opens_the_breaker_and_answers_stay_right(
+    fresh_dsn: str, tmp_path: Path, open_manager: OpenManager
+) -> None:
+    """OOM under noeviction refuses every write: that is an outage of the Redis tier (not a miss), so the breaker
+    opens and status says so, while PostgreSQL keeps the answers right."""
+    with RedisServer(tmp_path, extra_args=["--maxmemory", "1mb", "--maxmemory-policy", "noeviction"]) as server:
+        manager = await open_manager(fresh_dsn, redis_url=server.url, redis_breaker_failures=2, **FAST)
+        assert isinstance(manager.redis, RedisStore)
+        days = DateRange(utc_today() - dt.timedelta(days=29), utc_today())
+        answers = [await manager.analytics(_query(days)) for _ in range(2)]
+        assert all(a.tier != "redis" for a in answers), "nothing could be stored, so nothing is a Redis hit"
+        expected = await _source_requests(fresh_dsn, days)
+        assert [a.value["totalRequests"] for a in answers] == [expected, expected]
+        assert manager.redis.breaker.state is BreakerState.OPEN
+        assert "OutOfMemoryError" in (manager.redis.last_error or "")
+        assert (await manager.stats())["redis"]["available"] is False

@@ -21,7 +21,7 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from ..codec import Codec, CorruptValue
 from ..dates import DateRange
@@ -51,7 +51,10 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-_FAILURES = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
+# RedisClusterException (an unreachable cluster, no slots) is not a RedisError.
+_FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError, asyncio.TimeoutError)
+# The one refusal that is a miss and not a failure: a key of ours holding another type (WRONGTYPE).
+_STRAY_KEY = "WRONGTYPE"
 STATS_FLUSH_SECONDS = 1.0
 
 
@@ -151,17 +154,24 @@ class RedisStore:
                     await self._resync_versions(client)
                 result = await fn(client)
         except ResponseError as exc:
-            # Redis answered (WRONGTYPE on a stray key, a script error...): a miss for this call, not an outage.
+            if not str(exc).startswith(_STRAY_KEY):
+                return self._failed(operation, exc, default)
+            # A stray key of another type under our prefix: Redis works, this one read is a miss.
             log.warning("redis %s refused (%s); treating it as a miss", operation, str(exc)[:120])
             self.breaker.record_success()
             return default
         except _FAILURES as exc:
-            self.breaker.record_failure(f"{operation}: {type(exc).__name__}")
-            log.warning("redis %s failed (%s); falling back", operation, type(exc).__name__)
-            self._mark_unsynced()
-            return default
+            return self._failed(operation, exc, default)
         self.breaker.record_success()
         return result
+
+    def _failed(self, operation: str, exc: BaseException, default: Any) -> Any:
+        """A call Redis could not serve: out of memory, read-only after a failover, cluster down, no permission,
+        unreachable, too slow. Each counts towards opening the breaker, and the caller gets `default`."""
+        self.breaker.record_failure(f"{operation}: {type(exc).__name__}")
+        log.warning("redis %s failed (%s); falling back", operation, type(exc).__name__)
+        self._mark_unsynced()
+        return default
 
     def _mark_unsynced(self) -> None:
         """A call failed or was refused. It may have been a version raise that never landed (redis-py's
