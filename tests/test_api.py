@@ -86,6 +86,7 @@ async def test_filters_and_breakdown_pages(client: TestClient[object, object]) -
         ("/api/v1/analytics", {"startDate": "2026-13-01", "endDate": "2026-01-01"}, "startDate"),
         ("/api/v1/analytics", {"startDate": "2026-01-02", "endDate": "2026-01-01"}, "startDate"),
         ("/api/v1/analytics", {"startDate": "2025-01-01", "endDate": "2026-01-01"}, "endDate"),
+        ("/api/v1/analytics", {"startDate": "0001-01-01", "endDate": "0001-01-03"}, "startDate"),
         ("/api/v1/analytics", {"startDate": "2026-01-01", "endDate": "2026-01-02", "userIds": "a b"}, "userIds[0]"),
         ("/api/v1/analytics/team", {"startDate": "2026-01-01", "endDate": "2026-01-02"}, "dimension"),
         ("/api/v1/analytics/model", {"startDate": "2026-01-01", "endDate": "2026-01-02", "page": "x"}, "page"),

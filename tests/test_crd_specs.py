@@ -262,6 +262,8 @@ CEL_CASES = [
     ("CacheWarmPolicy", {"ranges": [{"preset": "today"}], "interval": "59s"}, "interval must be at least 1m"),
     ("CacheInvalidation", {"startDate": "2026-11-03", "endDate": "2026-11-02"}, "endDate must not be before"),
     ("CacheInvalidation", {"startDate": "2024-01-01", "endDate": "2025-01-01"}, "covers at most 366 days"),
+    ("CacheInvalidation", {"startDate": "1999-12-31", "endDate": "2000-01-02"}, "is outside 2000-01-01..2099-12-31"),
+    ("CacheInvalidation", {"startDate": "2099-12-30", "endDate": "2100-01-01"}, "is outside 2000-01-01..2099-12-31"),
 ]
 
 

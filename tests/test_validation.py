@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from litemaas_cache.analytics import Page
@@ -254,6 +255,8 @@ BAD_CLI_INPUT: list[tuple[list[str], str]] = [
     (["--start", "2024-01-01", "--end", "2025-01-31"], "exceeds the maximum of 90"),
     (["--start", "2025-01-01", "--end", "2025-01-31", "--user", "bad id"], "userIds[0]"),
     (["--start", "2025-01-01", "--end", "2025-01-31", "--by", "user", "--page", "0"], "page"),
+    (["--start", "0001-01-01", "--end", "0001-01-03"], "startDate: 0001-01-01 is outside 2000-01-01..2099-12-31"),
+    (["--start", "2099-12-30", "--end", "2100-01-02"], "endDate: 2100-01-02 is outside 2000-01-01..2099-12-31"),
 ]
 
 
@@ -275,6 +278,25 @@ def test_cli_rejects_bad_input_in_one_line(bad_input_runs: list[subprocess.Compl
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ")
     assert needle in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "needle"),
+    [
+        ("1900-01-01", "1900-12-31", "--start/--end: 1900-01-01 is outside 2000-01-01..2099-12-31"),
+        ("2024-01-01", "2025-01-01", "range of 367 days exceeds the maximum of 366"),
+    ],
+)
+def test_cli_invalidate_refuses_ranges_outside_the_window_or_longer_than_366_days(
+    fresh_dsn: str, start: str, end: str, needle: str
+) -> None:
+    result = run_cli(fresh_dsn, "invalidate", "--start", start, "--end", end)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert "Traceback" not in result.stderr
+    assert needle in result.stderr
+    with psycopg.connect(fresh_dsn) as conn:
+        rows = conn.execute(b"SELECT count(*) FROM litemaas_cache.daily_usage WHERE day < '2000-01-01'").fetchone()
+    assert rows == (0,), "nothing was written for the refused range"
 
 
 def test_cli_configuration_error_in_one_line(seeded_dsn: str) -> None:

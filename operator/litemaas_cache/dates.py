@@ -9,6 +9,12 @@ from dataclasses import dataclass
 from .errors import InvalidRequest
 
 UTC = dt.UTC
+# The days this cache answers for. Far outside them a date's previous period or a lock per day stops making sense
+# (0001-01-01 has no previous period at all), so they are refused where they come in, naming the field.
+EARLIEST_DAY = dt.date(2000, 1, 1)
+LATEST_DAY = dt.date(2099, 12, 31)
+# The longest range one invalidation may purge (LiteMaaS exports up to 365 days).
+MAX_INVALIDATION_DAYS = 366
 
 
 def utc_now() -> dt.datetime:
@@ -20,11 +26,19 @@ def utc_today() -> dt.date:
 
 
 def parse_date(value: str, field: str) -> dt.date:
-    """Parse an ISO date (YYYY-MM-DD); the error names the field."""
+    """Parse an ISO date (YYYY-MM-DD) within EARLIEST_DAY..LATEST_DAY; the error names the field."""
     try:
-        return dt.date.fromisoformat(value.strip())
+        day = dt.date.fromisoformat(value.strip())
     except (ValueError, AttributeError):
         raise InvalidRequest(field, f"{value!r} is not an ISO date (YYYY-MM-DD)") from None
+    return check_day(day, field)
+
+
+def check_day(day: dt.date, field: str) -> dt.date:
+    """`day`, when it lies within EARLIEST_DAY..LATEST_DAY; else InvalidRequest naming the field."""
+    if not EARLIEST_DAY <= day <= LATEST_DAY:
+        raise InvalidRequest(field, f"{day.isoformat()} is outside {EARLIEST_DAY}..{LATEST_DAY}")
+    return day
 
 
 @dataclass(frozen=True, order=True)

@@ -11,7 +11,7 @@ import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
-from .dates import DateRange
+from .dates import DateRange, check_day
 from .errors import InvalidRequest
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:@/+=-]{1,256}$")
@@ -97,6 +97,8 @@ def build_query(
         if len(err["loc"]) >= 3 and err["loc"][0] == "filters":
             field = f"{err['loc'][1]}[{err['loc'][2]}]"
         raise InvalidRequest(field, _plain(err["msg"])) from None
+    check_day(query.start_date, "startDate")
+    check_day(query.end_date, "endDate")
     if query.start_date > query.end_date:
         raise InvalidRequest("startDate", f"start {query.start_date} is after end {query.end_date}")
     days = query.range.days

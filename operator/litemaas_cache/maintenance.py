@@ -10,7 +10,8 @@ from typing import Any, Literal
 
 from .analytics import Page
 from .daily_cache import PostgresDayCache
-from .dates import DateRange
+from .dates import MAX_INVALIDATION_DAYS, DateRange, check_day
+from .errors import InvalidRequest
 from .filters import AnalyticsQuery, UsageFilters
 from .redis_tier import RedisTier
 from .service import AnalyticsService
@@ -106,6 +107,10 @@ class Maintenance:
         self, days: DateRange, tiers: Sequence[InvalidationTier] = ("redis", "postgres")
     ) -> InvalidationReport:
         """Purge a date range from the chosen tiers; once `complete`, no tier serves a stale read."""
+        if days.days > MAX_INVALIDATION_DAYS:
+            raise InvalidRequest("endDate", f"range of {days.days} days exceeds the maximum of {MAX_INVALIDATION_DAYS}")
+        check_day(days.start, "startDate")
+        check_day(days.end, "endDate")
         started = time.monotonic()
         report = InvalidationReport(range=days, tiers=tuple(sorted(set(tiers))))
         versions: dict[dt.date, int] = {}

@@ -300,6 +300,10 @@ def test_spec_that_cannot_run_is_a_permanent_failure(
             invalidation("too-long", "{ns}", dt.date(2025, 1, 1), dt.date(2026, 1, 2)),
             "at most 366 days",
         ),
+        (
+            invalidation("ancient", "{ns}", dt.date(1900, 1, 1), dt.date(1900, 1, 2)),
+            "is outside 2000-01-01..2099-12-31",
+        ),
         (warm_policy("bad-preset", "{ns}", {"ranges": [{"preset": "last-week"}]}), 'Unsupported value: "last-week"'),
         (
             warm_policy("too-often", "{ns}", {"ranges": [{"preset": "today"}], "interval": "30s"}),
@@ -310,7 +314,14 @@ def test_spec_that_cannot_run_is_a_permanent_failure(
             "end",
         ),
     ],
-    ids=["end-before-start", "over-366-days", "unknown-preset", "interval-under-1m", "range-end-before-start"],
+    ids=[
+        "end-before-start",
+        "over-366-days",
+        "outside-the-window",
+        "unknown-preset",
+        "interval-under-1m",
+        "range-end-before-start",
+    ],
 )
 def test_api_server_rejects_invalid_resources(
     kube_cluster: KubeCluster, crds: None, k8s_namespace: str, doc: dict[str, Any], message: str

@@ -14,7 +14,8 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from ..dates import PRESETS, DateRange, utc_today
+from ..dates import MAX_INVALIDATION_DAYS, PRESETS, DateRange, check_day, utc_today
+from ..errors import InvalidRequest
 
 Preset = Literal["today", "yesterday", "last-7-days", "last-30-days", "last-90-days", "month-to-date", "previous-month"]
 Breakdown = Literal["user", "model", "provider"]
@@ -23,7 +24,6 @@ Tier = Literal["redis", "postgres"]
 FILTER_ID_PATTERN = r"^[A-Za-z0-9_.:@/+=-]+$"
 INTERVAL_PATTERN = r"^([0-9]{1,5}h)?([0-9]{1,7}m)?([0-9]{1,9}s)?$"
 MIN_INTERVAL = dt.timedelta(minutes=1)
-MAX_INVALIDATION_DAYS = 366
 
 FilterId = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=FILTER_ID_PATTERN)]
 FilterIds = Annotated[list[FilterId], Field(default_factory=list, max_length=1000)]
@@ -120,6 +120,14 @@ class CacheInvalidationSpec(_Spec):
     tiers: list[Tier] = Field(default=["redis", "postgres"], min_length=1, max_length=2)
     rewarm: bool = False
     ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
+
+    @field_validator("start_date", "end_date")
+    @classmethod
+    def _within_the_window(cls, value: dt.date) -> dt.date:
+        try:
+            return check_day(value, "date")
+        except InvalidRequest as exc:
+            raise ValueError(exc.message) from None
 
     @field_validator("tiers")
     @classmethod
