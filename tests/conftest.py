@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -56,7 +57,7 @@ def seeded_dsn() -> Iterator[str]:
     dsn = with_database(base_dsn(), name)
     asyncio.run(_prepare(dsn))
     yield dsn
-    _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    drop_database(dsn)
 
 
 @contextmanager
@@ -128,8 +129,17 @@ def create_database(template_dsn: str | None = None) -> str:
     return with_database(base_dsn(), name)
 
 
-def drop_database(dsn: str) -> None:
-    _admin(f"DROP DATABASE IF EXISTS {urlsplit(dsn).path.lstrip('/')} WITH (FORCE)")
+def drop_database(dsn: str, attempts: int = 50) -> None:
+    """Drop a test database. FORCE ends our own sessions, but not an autovacuum worker that happens to be in it
+    (our role may not signal it): that refusal is retried until the worker is done."""
+    for attempt in range(attempts):
+        try:
+            _admin(f"DROP DATABASE IF EXISTS {urlsplit(dsn).path.lstrip('/')} WITH (FORCE)")
+            return
+        except psycopg.errors.InsufficientPrivilege:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.1)
 
 
 @pytest.fixture
