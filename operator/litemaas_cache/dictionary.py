@@ -2,9 +2,10 @@
 
 Day aggregates store codes, not strings, so that many days can be concatenated and grouped as plain integers. The
 codes live in PostgreSQL (litemaas_cache.dimension_values) and are append-only: a code never changes meaning. Each
-process keeps a copy that only grows; whoever meets a code (or a filter value) it does not know yet reloads what is
-new. New values are registered inside the transaction that writes the days using them, so a code is visible to
-other processes exactly when the first day that uses it is.
+process keeps a copy that only grows; whoever meets codes (or filter values) it does not know yet looks up exactly
+those. New values are registered inside the transaction that writes the days using them, so a code is visible to
+other processes exactly when the first day that uses it is. Codes do not commit in numeric order, so a copy is
+never assumed complete up to its highest code.
 """
 
 from __future__ import annotations
@@ -111,7 +112,3 @@ class DimensionDictionary:
         with self._lock:
             mapping = {code: self._values[code] for code in codes.unique().to_list()}
         return codes.replace_strict(mapping, return_dtype=pl.String)
-
-    def encode(self, values: pl.Series, codes: Mapping[str, int]) -> pl.Series:
-        """A column of text values as codes, with `codes` holding every value of the column."""
-        return values.replace_strict(dict(codes), return_dtype=CODE_TYPE)

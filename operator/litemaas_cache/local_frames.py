@@ -1,10 +1,10 @@
 """Decoded day frames kept in this process, within a memory budget: the hot days of the views admins look at.
 
-A day read from Redis or PostgreSQL is decoded once and kept here (least recently used first out). It is served
-again only at the version the tiers hold for that day at the time of the read (the same check a Redis entry
-passes), and no longer than the TTL its tier gave it, so an invalidation or a refreshed current day is never
-served from here. Admins asking the same range with one filter after another then skip the Redis transfer and the
-decoding, which is most of such a read.
+A complete past day read from Redis or PostgreSQL is decoded once and kept here, narrowed (least recently used
+first out). It is served again only at the version the tiers hold for that day at the time of the read (the same
+check a Redis entry passes), so an invalidation is never served from here; today, and yesterday in its grace
+period, are never kept (they still change). Admins asking the same range with one filter after another then skip
+the Redis transfer and the decoding, which is most of such a read.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Reads LiteLLM's "LiteLLM_DailyUserSpend" (the source of truth) and LiteMaaS's key and user tables.
 
-The usage of a set of days is fetched in one statement that PostgreSQL groups at (date, api key, model, provider)
-grain, which folds rows that differ only by endpoint or MCP tool, and is streamed as Arrow columns through ADBC
-(PostgreSQL's binary COPY): no row ever becomes a Python object. LiteLLM's odd rows are normalised here: a NULL or
-empty model becomes UNKNOWN_MODEL, a NULL or empty provider is inferred from the model name, and a key LiteMaaS
-does not know (the empty key included) belongs to UNMAPPED_USER_ID.
+The usage of a set of days is fetched in one statement, LiteLLM's rows as they are, streamed as Arrow columns through
+ADBC (PostgreSQL's binary COPY): no row ever becomes a Python object. polars then codes the dimensions and sums the
+rows at (date, user, key, model, provider) grain, which folds rows that differ only by endpoint or MCP tool.
+LiteLLM's odd rows are normalised here: a NULL or empty model becomes UNKNOWN_MODEL, a NULL or empty provider is
+inferred from the model name, and a key LiteMaaS does not know (the empty key included) belongs to UNMAPPED_USER_ID.
 """
 
 from __future__ import annotations

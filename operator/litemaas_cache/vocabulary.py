@@ -8,7 +8,6 @@ from typing import Literal
 Tier = Literal["memory", "redis", "postgres", "source"]
 """Where an answer came from, the lowest tier it needed: this process's decoded days, a Redis entry, the PostgreSQL
 daily cache, or LiteLLM's table."""
-TIERS: tuple[Tier, ...] = ("memory", "redis", "postgres", "source")
 
 InvalidationTier = Literal["redis", "postgres"]
 """The tiers an invalidation can purge (the source is the truth and is never purged)."""
