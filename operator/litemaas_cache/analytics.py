@@ -13,8 +13,9 @@ from typing import Any
 import polars as pl
 
 from .dates import DateRange
-from .engine import SUMS, RangeSummary, distinct_active
+from .engine import RangeSummary, distinct_active
 from .errors import InvalidRequest
+from .frames import SUMS
 from .source import UserInfo
 from .vocabulary import Dimension
 

@@ -21,7 +21,7 @@ from .dictionary import DimensionDictionary
 from .frames import DayFrame, UnreadablePayload, empty_frame, encode_day, read_header
 from .schema import SCHEMA
 from .source import Dimensions, SourceReader, coded_usage, dimensions_of, load_key_owners
-from .vocabulary import CodedColumn
+from .vocabulary import METRICS, CodedColumn
 
 # Namespace of the two-int advisory locks that serialise fills and invalidations of one day.
 DAY_LOCK_NAMESPACE = 0x4C4D44
@@ -223,10 +223,6 @@ def _encode_days(
             is_complete=complete[day],
             version=versions.get(day, 0) + 1,
         )
-        f = day_frame.frame
-        assert f is not None
-        requests, tokens, spend = f.select(
-            pl.col("requests").sum(), (pl.col("prompt") + pl.col("completion")).sum(), pl.col("spend").sum()
-        ).row(0)
-        encoded.append((day_frame, (int(requests), int(tokens), float(spend))))
+        sums = dict(zip(METRICS, day_frame.header.totals, strict=True))  # computed once, for the header
+        encoded.append((day_frame, (int(sums["requests"]), int(sums["prompt"] + sums["completion"]), sums["spend"])))
     return encoded

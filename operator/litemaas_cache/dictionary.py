@@ -64,15 +64,9 @@ class DimensionDictionary:
         self, conn: psycopg.AsyncConnection[Any], wanted: Mapping[CodedColumn, Iterable[str]]
     ) -> None:
         """Look up the codes of the values among `wanted` that this copy does not know yet (absent ones stay absent)."""
-        dims: list[str] = []
-        vals: list[str] = []
-        for dim, values in wanted.items():
-            for value in values:
-                if value not in self._codes[dim]:
-                    dims.append(dim)
-                    vals.append(value)
-        if dims:
-            cur = await conn.execute(_LOOKUP_SQL, {"dims": dims, "vals": vals})
+        _, unknown = self._split(wanted)
+        if unknown["dims"]:
+            cur = await conn.execute(_LOOKUP_SQL, unknown)
             self.adopt(await cur.fetchall())
 
     async def register(
@@ -82,25 +76,31 @@ class DimensionDictionary:
 
         The new codes are returned, not adopted: the caller adopts them once its transaction has committed.
         """
+        found, unknown = self._split(wanted)
+        if unknown["dims"]:
+            await conn.execute(_REGISTER_SQL, unknown)
+            cur = await conn.execute(_LOOKUP_SQL, unknown)
+            for code, dimension, value in await cur.fetchall():
+                found[dimension][value] = code
+        return found
+
+    def _split(
+        self, wanted: Mapping[CodedColumn, Iterable[str]]
+    ) -> tuple[dict[CodedColumn, dict[str, int]], dict[str, list[str]]]:
+        """The wanted values this copy knows, with their codes, and the others as the parallel arrays (`dims`,
+        `vals`) that _REGISTER_SQL and _LOOKUP_SQL take."""
         found: dict[CodedColumn, dict[str, int]] = {dim: {} for dim in wanted}
-        dims: list[str] = []
-        vals: list[str] = []
+        unknown: dict[str, list[str]] = {"dims": [], "vals": []}
         for dim, values in wanted.items():
             known = self._codes[dim]
             for value in set(values):
                 code = known.get(value)
                 if code is None:
-                    dims.append(dim)
-                    vals.append(value)
+                    unknown["dims"].append(dim)
+                    unknown["vals"].append(value)
                 else:
                     found[dim][value] = code
-        if dims:
-            params = {"dims": dims, "vals": vals}
-            await conn.execute(_REGISTER_SQL, params)
-            cur = await conn.execute(_LOOKUP_SQL, params)
-            for code, dimension, value in await cur.fetchall():
-                found[dimension][value] = code
-        return found
+        return found, unknown
 
     def codes_of(self, dimension: CodedColumn, values: Iterable[str]) -> list[int]:
         """The codes of the known values among `values` (an unknown value matches no usage)."""

@@ -17,11 +17,9 @@ import polars as pl
 
 from .dates import DateRange
 from .dictionary import DimensionDictionary
-from .frames import GRAIN, SCHEMA, DayFrame
+from .frames import ACTIVE, GRAIN, SCHEMA, SUMS, DayFrame
 from .vocabulary import CODED_COLUMNS, METRICS, CodedColumn
 
-SUMS = [pl.col(name).sum() for name in METRICS]
-ACTIVE = pl.col("requests") > 0
 # Rows of the range are grouped once this many are buffered: grouping a few chunks at once costs less than grouping
 # each (measured on a 365-day range of dataset L: 1.66 s in 7-day groups, 1.26 s in 28-day ones).
 GROUP_ROWS = 200_000
@@ -138,6 +136,8 @@ class RangeAccumulator:
             self._daily_models.append(rows.group_by("day", "model", "provider").agg(SUMS))
 
     def _fold(self) -> None:
+        if not self._pending:  # codes() and summary() both fold: the second finds nothing new
+            return
         self._grain = pl.concat([self._grain, *self._pending]).group_by(GRAIN).agg(SUMS)
         self._pending.clear()
 

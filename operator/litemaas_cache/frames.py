@@ -44,6 +44,9 @@ SCHEMA: dict[str, pl.DataType] = {
     "spend": pl.Float64(),
 }
 GRAIN = list(CODED_COLUMNS)
+SUMS = [pl.col(name).sum() for name in METRICS]
+ACTIVE = pl.col("requests") > 0
+"""A row with usage: rows with zero requests count in sums but make no user, model or key active."""
 
 
 class UnreadablePayload(ValueError):
@@ -98,10 +101,9 @@ def empty_frame() -> pl.DataFrame:
 def encode_day(day: dt.date, frame: pl.DataFrame, *, is_complete: bool, version: int) -> DayFrame:
     """Build a day's payload (the frame must have SCHEMA's columns, one row per grain cell)."""
     frame = frame.select(pl.col(name).cast(dtype) for name, dtype in SCHEMA.items())
-    sums = [pl.col(name).sum() for name in METRICS]
-    totals = tuple(frame.select(sums).row(0))
-    active = tuple(frame.filter(pl.col("requests") > 0)["user"].unique().sort().to_list())
-    models = tuple(frame.group_by("model", "provider").agg(sums).sort("model", "provider").iter_rows())
+    totals = tuple(frame.select(SUMS).row(0))
+    active = tuple(frame.filter(ACTIVE)["user"].unique().sort().to_list())
+    models = tuple(frame.group_by("model", "provider").agg(SUMS).sort("model", "provider").iter_rows())
     header = DayHeader(day, is_complete, version, totals, active, models)
     meta = orjson.dumps(
         {

@@ -105,15 +105,15 @@ class AnalyticsService:
         """The filters as dictionary codes; an API-key filter also matches the keys whose alias it names."""
         if filters.is_empty():
             return CodeFilter()
-        wanted: dict[CodedColumn, list[str]] = {}
         async with self._db.cache_connection() as conn:
-            if filters.api_key_ids:
-                wanted["key"] = [*filters.api_key_ids, *await keys_with_aliases(conn, filters.api_key_ids)]
-            for column, values in (("user", filters.user_ids), ("model", filters.model_ids)):
-                if values:
-                    wanted[column] = list(values)  # type: ignore[index]
-            if filters.provider_ids:
-                wanted["provider"] = list(filters.provider_ids)
+            aliased = await keys_with_aliases(conn, filters.api_key_ids)
+            asked: dict[CodedColumn, list[str]] = {
+                "user": filters.user_ids,
+                "key": [*filters.api_key_ids, *aliased],
+                "model": filters.model_ids,
+                "provider": filters.provider_ids,
+            }
+            wanted = {column: values for column, values in asked.items() if values}
             await self._dictionary.learn_values(conn, wanted)
         codes = {column: tuple(self._dictionary.codes_of(column, values)) for column, values in wanted.items()}
         return CodeFilter(**codes)

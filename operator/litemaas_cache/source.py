@@ -22,12 +22,12 @@ import psycopg
 
 from .dictionary import CODE_TYPE
 from .errors import BackendUnavailable, SourceMissing
+from .frames import SUMS
 from .providers import provider_of
-from .vocabulary import METRICS, UNKNOWN_MODEL, UNMAPPED_USER_ID, CodedColumn
+from .vocabulary import UNKNOWN_MODEL, UNMAPPED_USER_ID, CodedColumn
 
 SOURCE_TABLE = '"LiteLLM_DailyUserSpend"'
 UNDEFINED_TABLE = "42P01"
-METRIC_SUMS = [pl.col(c).sum() for c in METRICS]
 
 # Plain rows, no GROUP BY: measured on 60 days of 1.49M rows, PostgreSQL's grouping of the text columns took
 # 8.5 s (and more with work_mem raised to 256MB) against 2.6 s for the rows alone; polars then groups them as
@@ -200,5 +200,5 @@ def coded_usage(rows: pl.DataFrame, dims: Dimensions, codes: Mapping[CodedColumn
         rows.join(keys, on="api_key", how="left")
         .join(models, on=["model", "llm_provider"], how="left", nulls_equal=True)
         .group_by("date", "user", "key", pl.col("model_code").alias("model"), "provider")
-        .agg(METRIC_SUMS)
+        .agg(SUMS)
     )
