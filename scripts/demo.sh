@@ -32,7 +32,13 @@ export KUBECONFIG="$kubeconfig"
 kubectl apply -f crds/
 kubectl wait --for=condition=Established crd/cachewarmpolicies.cache.litemaas.io crd/cacheinvalidations.cache.litemaas.io
 kubectl create namespace litemaas-cache --dry-run=client -o yaml | kubectl apply -f -
-kubectl delete -f manifests/samples/ --ignore-not-found --wait=false >/dev/null
+# A previous demo's samples still carry the operator's finalizers and no operator runs now to release them: clear
+# them, so the old samples are really gone before the new ones are applied (else the apply lands on objects being
+# deleted, and the operator started below deletes them).
+for sample in $(kubectl get cwp,cinv -n litemaas-cache -o name); do
+  kubectl patch "$sample" -n litemaas-cache --type=merge -p '{"metadata":{"finalizers":null}}' >/dev/null
+done
+kubectl delete -f manifests/samples/ --ignore-not-found --wait=true >/dev/null
 kubectl apply -f manifests/samples/
 
 step "The operator (litemaas-cache operator), until the samples are reconciled"
