@@ -9,10 +9,10 @@ import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
-from litemaas_cache.api import build_app, serve
 from litemaas_cache.dates import utc_today
 from litemaas_cache.errors import ConfigurationError
 from litemaas_cache.manager import CacheManager
+from litemaas_cache.webapi import build_app, serve
 from tests.conftest import make_settings
 
 TOKEN = "s3cret-token-for-tests"

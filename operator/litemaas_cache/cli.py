@@ -343,7 +343,7 @@ def api(
     port: Annotated[int, typer.Option(envvar="API_PORT")] = 8000,
 ) -> None:
     """Serve the HTTP analytics API (bearer-token auth) for application instances."""
-    from .api import serve
+    from .webapi import serve
 
     _run(lambda settings: serve(settings, host, port))
 

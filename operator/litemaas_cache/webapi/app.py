@@ -19,13 +19,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from .analytics import Page
-from .dates import DateRange, parse_date
-from .errors import BackendUnavailable, CacheError, ConfigurationError, InvalidRequest, SourceMissing
-from .filters import build_query
-from .manager import CacheManager
-from .settings import Settings
-from .vocabulary import DIMENSIONS, Dimension, InvalidationTier
+from ..analytics import Page
+from ..dates import DateRange, parse_date
+from ..errors import BackendUnavailable, CacheError, ConfigurationError, InvalidRequest, SourceMissing
+from ..filters import build_query
+from ..manager import CacheManager
+from ..settings import Settings
+from ..vocabulary import DIMENSIONS, Dimension, InvalidationTier
 
 log = logging.getLogger(__name__)
 MANAGER = web.AppKey("manager", CacheManager)
