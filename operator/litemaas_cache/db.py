@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -64,6 +65,23 @@ class Database:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.close()
+
+    async def identity(self) -> str:
+        """Which database this is, as a short stable hash of the server's system identifier (unique per cluster,
+        kept by physical replicas) and the database's name. Cached entries live under it, so two deployments
+        that share a Redis and a key prefix never read each other's entries."""
+        async with self.cache_connection() as conn:
+            cur = await conn.execute("SELECT current_database()")
+            row = await cur.fetchone()
+            name = str(row[0]) if row else ""
+            try:
+                async with conn.transaction():
+                    cur = await conn.execute("SELECT system_identifier::text FROM pg_control_system()")
+                    row = await cur.fetchone()
+                system = str(row[0]) if row else ""
+            except psycopg.errors.InsufficientPrivilege:  # a managed server that hides it: the name still tells
+                system = ""
+        return hashlib.blake2b(f"{system}/{name}".encode(), digest_size=5).hexdigest()
 
     @asynccontextmanager
     async def cache_connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:

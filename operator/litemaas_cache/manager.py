@@ -32,10 +32,10 @@ __all__ = ["Answer", "CacheManager", "InvalidationReport", "InvalidationTier", "
 class CacheManager:
     """Analytics, breakdowns, warming, invalidation and statistics over both tiers."""
 
-    def __init__(self, settings: Settings, db: Database, source: SourceReader) -> None:
+    def __init__(self, settings: Settings, db: Database, source: SourceReader, database_identity: str) -> None:
         self.settings = settings
         self.db = db
-        self.keys = KeySpace(settings.redis_key_prefix)
+        self.keys = KeySpace.of_database(settings.redis_key_prefix, database_identity)
         self.dictionary = DimensionDictionary()
         self.postgres = PostgresDayCache(
             db,
@@ -80,7 +80,7 @@ class CacheManager:
         source = SourceReader(settings.litellm_dsn)
         manager: CacheManager | None = None
         try:
-            manager = cls(settings, db, source)
+            manager = cls(settings, db, source, await db.identity())
             yield manager
         finally:
             if manager is not None:

@@ -21,6 +21,12 @@ RESULT_KINDS: tuple[ResultKind, ...] = ("analytics", "by-user", "by-model", "by-
 class KeySpace:
     prefix: str
 
+    @classmethod
+    def of_database(cls, prefix: str, database: str) -> KeySpace:
+        """The keys of one cache database (Database.identity): under REDIS_KEY_PREFIX, then the database's
+        identity, so another deployment's entries are never read whatever prefix it was given."""
+        return cls(f"{prefix}{database}:")
+
     @property
     def versions(self) -> str:
         """Hash day -> version: mirrors PostgreSQL's daily_usage.version; never expires."""
