@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
 
 import psycopg
 import pytest
+from redis.asyncio import Redis
 
+from litemaas_cache.analytics import Page
 from litemaas_cache.dates import DateRange, utc_today
 from litemaas_cache.filters import AnalyticsQuery, build_query
 from litemaas_cache.manager import CacheManager
+from tests.conftest import make_settings
+from tests.support.redis_server import RedisServer
 
 OpenManager = Callable[..., Awaitable[CacheManager]]
 
@@ -34,6 +40,12 @@ def _sql_requests(dsn: str, days: DateRange) -> int:
         ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+@asynccontextmanager
+async def managed_on(dsn: str, redis_url: str, **overrides: object) -> AsyncIterator[CacheManager]:
+    async with CacheManager.open(make_settings(dsn, redis_url=redis_url, **overrides)) as manager:
+        yield manager
 
 
 @pytest.fixture
@@ -90,3 +102,37 @@ async def test_cold_reads_at_once_on_a_pool_of_one_connection_all_answer(
             assert answer.value["totalRequests"] == _sql_requests(fresh_dsn, query.range)
     report = await asyncio.wait_for(manager.warm([_last(5)], breakdowns=["user", "model"]), timeout=60)
     assert report.results_warmed == 3
+
+
+async def test_purge_and_stats_on_a_large_shared_redis_need_no_scan(fresh_dsn: str, tmp_path: Path) -> None:
+    """Item 6: purge and stats SCANned the whole database within a 2 s budget, so on a large or shared Redis a purge
+    always timed out (and the CacheInvalidation retried forever). 400,000 keys of another application now sit
+    beside ours; the purge finds our entries in the results index and the stats count them from it."""
+    with RedisServer(tmp_path) as server:
+        other = Redis.from_url(server.url)
+        try:
+            for start in range(0, 400_000, 20_000):
+                await other.mset({f"other-app:{i}": b"x" * 16 for i in range(start, start + 20_000)})
+            assert await other.dbsize() == 400_000
+            async with managed_on(fresh_dsn, server.url, redis_socket_timeout=0.2) as manager:
+                days = _last(10)
+                await manager.analytics(_query(days))
+                await manager.breakdown("user", _query(days), Page())
+                outside = DateRange(days.start - dt.timedelta(days=30), days.start - dt.timedelta(days=25))
+                await manager.analytics(_query(outside))  # a result that does not overlap the purge
+
+                purged = DateRange(days.end - dt.timedelta(days=1), days.end)
+                report = await manager.invalidate(purged)
+                assert report.redis_status == "done"
+                assert report.complete
+                assert report.keys_deleted == 2 + 2, "the 2 day entries and the 2 results over them"
+                # 10 + 10 previous-period days and 6 + 6 of the other range, less 2; 1 result left; 3 shared keys
+                assert (await manager.stats())["redis"]["keyCount"] == 20 - 2 + 12 + 1 + 3
+                assert (await manager.analytics(_query(outside))).tier == "redis"
+                fresh = await manager.analytics(_query(days))
+                assert fresh.tier != "redis"
+                assert fresh.value["totalRequests"] == _sql_requests(fresh_dsn, days)
+                await manager.redis.delete_all()
+            assert len(await other.keys("other-app:*")) == 400_000, "nothing of the other application was touched"
+        finally:
+            await other.aclose()

@@ -37,6 +37,12 @@ class KeySpace:
         """Hash of hit/miss counters shared by every instance."""
         return f"{self.prefix}stats"
 
+    @property
+    def results_index(self) -> str:
+        """Sorted set of the live result keys, scored by expiry (epoch seconds): a purge finds the entries that
+        overlap its range here, and the stats count them, without a scan of the keyspace."""
+        return f"{self.prefix}res-index"
+
     def day(self, day: dt.date) -> str:
         return f"{self.prefix}day:{day.isoformat()}"
 
@@ -45,10 +51,6 @@ class KeySpace:
 
     def lock(self, key: str) -> str:
         return f"{self.prefix}lock:{key.removeprefix(self.prefix)}"
-
-    @property
-    def result_pattern(self) -> str:
-        return f"{_glob_escape(self.prefix)}res:*"
 
     @property
     def all_pattern(self) -> str:

@@ -58,6 +58,10 @@ _STRAY_KEY = "WRONGTYPE"
 STATS_FLUSH_SECONDS = 1.0
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _versions(mirror: Sequence[bytes | None]) -> list[int]:
     """An HMGET of the version mirror as numbers; a day the mirror does not hold is at version 0."""
     return [int(v) if v is not None else 0 for v in mirror]
@@ -281,32 +285,43 @@ class RedisStore:
         return await self._call("get-result", read, None)
 
     async def put_result(self, key: str, versions: dict[dt.date, int], value: Any, ttl: int) -> bool:
-        """Store a result computed from days at `versions` (ordered by day)."""
+        """Store a result computed from days at `versions` (ordered by day), and index it until it expires."""
 
         async def write(client: RedisClient) -> bool:
             await self._merge_versions(client, versions)
             vector = [versions[d] for d in sorted(versions)]
-            await client.set(key, self.codec.encode({"v": vector, "r": value}), ex=ttl)
+            now = time.time()
+            pipe = client.pipeline(transaction=False)
+            pipe.set(key, self.codec.encode({"v": vector, "r": value}), ex=ttl)
+            pipe.zadd(self.keys.results_index, {key: now + ttl})
+            pipe.zremrangebyscore(self.keys.results_index, "-inf", now)  # keeps the index to live entries
+            await pipe.execute()
             return True
 
         return cast(bool, await self._call("put-result", write, False))
 
     # -- invalidation ------------------------------------------------------------------------------------
     async def purge(self, days: DateRange) -> int | None:
-        """Delete the range's day entries and every result entry overlapping it; None when unreachable."""
+        """Delete the range's day entries and every live result entry overlapping it (found in the results index,
+        never by a keyspace scan); None when unreachable. Version raises already make them unreadable: deleting
+        them frees their memory before their TTL would."""
 
         async def delete(client: RedisClient) -> int:
-            doomed = [self.keys.day(d) for d in days]
-            async for raw in self._scan(client, self.keys.result_pattern):
-                key = raw.decode() if isinstance(raw, bytes) else raw
-                covered = self.keys.result_range(key)
-                if covered is not None and covered.overlaps(days):
-                    doomed.append(key)
+            live = await client.zrangebyscore(self.keys.results_index, time.time(), "+inf")
+            overlapping = [
+                key
+                for key in map(_text, cast(list[bytes], live))
+                if (covered := self.keys.result_range(key)) is not None and covered.overlaps(days)
+            ]
+            doomed = [*(self.keys.day(d) for d in days), *overlapping]
             pipe = client.pipeline(transaction=False)
             for key in doomed:
                 # Not pipe.unlink(): on a cluster pipeline that is a multi-key coroutine and queues nothing.
                 pipe.execute_command("UNLINK", key)
-            return sum(int(n) for n in await pipe.execute())
+            if overlapping:
+                pipe.zrem(self.keys.results_index, *overlapping)
+            replies: list[int] = await pipe.execute()
+            return sum(replies[: len(doomed)])
 
         return cast(int | None, await self._call("purge", delete, None))
 
@@ -363,28 +378,36 @@ class RedisStore:
 
         async def read(client: RedisClient) -> dict[str, int]:
             raw = await client.hgetall(self.keys.stats)
-            return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
+            return {_text(k): int(v) for k, v in raw.items()}
 
         return cast(dict[str, int] | None, await self._call("stats", read, None))
 
     async def server_info(self) -> dict[str, Any] | None:
-        """Key count under the prefix and memory used (summed over primaries on a cluster)."""
+        """Keys of this cache (day entries present, live result entries, and the shared hashes), counted from the
+        version mirror and the results index rather than by a scan, and memory used (summed over primaries)."""
 
         async def info(client: RedisClient) -> dict[str, Any]:
-            keys = 0
-            async for _ in self._scan(client, self.keys.all_pattern):
-                keys += 1
+            days = [_text(day) for day in await client.hkeys(self.keys.versions)]
+            pipe = client.pipeline(transaction=False)
+            for key in [*(self.keys.day(dt.date.fromisoformat(d)) for d in days), *self._shared_keys]:
+                pipe.exists(key)
+            pipe.zcount(self.keys.results_index, time.time(), "+inf")
+            *present, results = await pipe.execute()
             if isinstance(client, RedisCluster):
                 per_node = await client.info("memory", target_nodes=RedisCluster.PRIMARIES)
                 memory = sum(int(v["used_memory"]) for v in per_node.values())
             else:
                 memory = int((await client.info("memory"))["used_memory"])
-            return {"keyCount": keys, "memoryUsedBytes": memory}
+            return {"keyCount": sum(int(p) for p in present) + int(results), "memoryUsedBytes": memory}
 
         return cast(dict[str, Any] | None, await self._call("info", info, None))
 
+    @property
+    def _shared_keys(self) -> tuple[str, ...]:
+        return (self.keys.versions, self.keys.stats, self.keys.results_index)
+
     async def delete_all(self) -> int:
-        """Remove every key under the prefix (tests and benchmarks only)."""
+        """Remove every key under the prefix (tests and benchmarks only: this one scans the keyspace)."""
 
         async def delete(client: RedisClient) -> int:
             removed = 0
