@@ -14,7 +14,9 @@ import pytest
 from redis.asyncio import Redis
 
 from litemaas_cache.analytics import Page
+from litemaas_cache.daily_cache import DAY_LOCK_NAMESPACE
 from litemaas_cache.dates import DateRange, utc_today
+from litemaas_cache.errors import BackendUnavailable
 from litemaas_cache.filters import AnalyticsQuery, build_query
 from litemaas_cache.manager import CacheManager
 from tests.conftest import make_settings
@@ -136,3 +138,82 @@ async def test_purge_and_stats_on_a_large_shared_redis_need_no_scan(fresh_dsn: s
             assert len(await other.keys("other-app:*")) == 400_000, "nothing of the other application was touched"
         finally:
             await other.aclose()
+
+
+async def test_warms_of_many_policies_run_one_at_a_time(fresh_dsn: str, open_manager: OpenManager) -> None:
+    """Item 7: nothing limited concurrent warming across many CacheWarmPolicies (each one a kopf timer)."""
+    manager = await open_manager(fresh_dsn, warm_max_concurrent=1)
+    seen_running: set[int] = set()
+    seen_waiting: set[int] = set()
+    warms = [asyncio.ensure_future(manager.warm([_last(n)], breakdowns=["user"])) for n in (9, 11, 13, 15)]
+    while not all(w.done() for w in warms):
+        seen_running.add(manager.maintenance.warms_running)
+        seen_waiting.add(manager.maintenance.warms_waiting)
+        await asyncio.sleep(0.002)
+    assert [w.result().results_warmed for w in warms] == [2, 2, 2, 2]
+    assert max(seen_running) == 1
+    assert max(seen_waiting) == 3, "all but one waited"
+    assert (manager.maintenance.warms_running, manager.maintenance.warms_waiting) == (0, 0)
+
+
+async def test_every_session_has_a_statement_and_a_lock_timeout(fresh_dsn: str, open_manager: OpenManager) -> None:
+    manager = await open_manager(fresh_dsn, db_statement_timeout_seconds=42, db_lock_timeout_seconds=7)
+    async with manager.db.cache_connection() as conn:
+        cur = await conn.execute("SELECT current_setting('statement_timeout'), current_setting('lock_timeout')")
+        assert await cur.fetchone() == ("42s", "7s")
+    with manager.postgres._source._connection() as source, source.cursor() as cur:
+        cur.execute("SELECT current_setting('statement_timeout'), current_setting('lock_timeout')")
+        assert cur.fetchone() == ("42s", "7s")
+
+
+async def test_a_fill_waiting_on_a_stuck_lock_gives_up_with_503_not_for_ever(
+    fresh_dsn: str, open_manager: OpenManager
+) -> None:
+    """Item 7: with no lock_timeout, a fill waited for ever on a day locked by a stuck session."""
+    manager = await open_manager(fresh_dsn, db_lock_timeout_seconds=0.5)
+    day = _last(1).start
+    with psycopg.connect(fresh_dsn) as stuck:  # holds the day's advisory lock in an open transaction
+        stuck.execute("SELECT pg_advisory_xact_lock(%s, %s)", (DAY_LOCK_NAMESPACE, day.toordinal()))
+        with pytest.raises(BackendUnavailable, match="lock timeout"):
+            await asyncio.wait_for(manager.analytics(_query(DateRange(day, day))), timeout=30)
+    answer = await manager.analytics(_query(DateRange(day, day)))
+    assert answer.value["totalRequests"] == _sql_requests(fresh_dsn, DateRange(day, day))
+
+
+async def test_the_pool_queue_is_bounded_and_a_wait_for_a_connection_ends(
+    fresh_dsn: str, open_manager: OpenManager
+) -> None:
+    """Item 7: the pool's queue was unbounded. Beyond DB_POOL_MAX_WAITING a read is refused at once, and one that
+    waits longer than DB_POOL_TIMEOUT_SECONDS gives up; both are BackendUnavailable (503, retry later)."""
+    waits = await open_manager(fresh_dsn, db_pool_max_size=1, db_pool_timeout_seconds=0.5)
+    async with waits.db.cache_connection():  # the only connection, held
+        with pytest.raises(BackendUnavailable, match="no connection was free in time"):
+            await asyncio.wait_for(waits.analytics(_query(_last(1))), timeout=30)
+
+    queues = await open_manager(fresh_dsn, db_pool_max_size=1, db_pool_max_waiting=1, db_pool_timeout_seconds=2)
+    async with queues.db.cache_connection():
+        reads = [asyncio.ensure_future(queues.analytics(_query(_last(n)))) for n in (3, 4, 5)]
+        done, _ = await asyncio.wait(reads, timeout=30)
+        assert len(done) == 3
+        errors = [r.exception() for r in reads]
+    assert all(isinstance(e, BackendUnavailable) for e in errors)
+    assert "postgresql unavailable: too many reads are waiting for a connection" in map(str, errors)
+    # the connection is free again: reads are answered
+    assert (await queues.analytics(_query(_last(2)))).value["totalRequests"] == _sql_requests(fresh_dsn, _last(2))
+
+
+async def test_postgresql_failing_during_a_version_resync_is_not_a_redis_failure(
+    fresh_dsn: str, open_manager: OpenManager
+) -> None:
+    """Item 5: the version resync from PostgreSQL ran inside the Redis timeout, so a PostgreSQL outage tripped the
+    *Redis* breaker (or escaped as an error). Now such a call is a miss and Redis stays in use."""
+    manager = await open_manager(fresh_dsn, db_pool_max_size=1, db_pool_timeout_seconds=0.3, redis_breaker_failures=2)
+    days = list(_last(3))
+    async with manager.db.cache_connection():  # PostgreSQL gives no connection: the resync cannot read versions
+        for _ in range(4):
+            assert await manager.redis.get_days(days) == {}
+    assert manager.redis.available
+    assert manager.redis.breaker.consecutive_failures == 0
+    answer = await manager.analytics(_query(_last(3)))  # PostgreSQL back: the mirror re-syncs, Redis is used
+    assert answer.value["totalRequests"] == _sql_requests(fresh_dsn, _last(3))
+    assert await manager.redis.get_days(days) != {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from collections.abc import Callable, Sequence
@@ -68,12 +69,21 @@ class InvalidationReport:
 
 class Maintenance:
     def __init__(
-        self, service: AnalyticsService, postgres: PostgresDayCache, redis: RedisTier, counters: Counters
+        self,
+        service: AnalyticsService,
+        postgres: PostgresDayCache,
+        redis: RedisTier,
+        counters: Counters,
+        max_concurrent_warms: int,
     ) -> None:
         self._service = service
         self._postgres = postgres
         self._redis = redis
         self._counters = counters
+        # However many CacheWarmPolicies fall due together, WARM_MAX_CONCURRENT warms run at once; the rest wait.
+        self._warm_slots = asyncio.Semaphore(max_concurrent_warms)
+        self.warms_running = 0
+        self.warms_waiting = 0
 
     async def warm(
         self,
@@ -83,6 +93,25 @@ class Maintenance:
         progress: Callable[[str], None] | None = None,
     ) -> WarmReport:
         """Fill day aggregates and range results for every range x filter set (x breakdown)."""
+        self.warms_waiting += 1
+        try:
+            await self._warm_slots.acquire()
+        finally:
+            self.warms_waiting -= 1
+        self.warms_running += 1
+        try:
+            return await self._warm(ranges, filter_sets, breakdowns, progress)
+        finally:
+            self.warms_running -= 1
+            self._warm_slots.release()
+
+    async def _warm(
+        self,
+        ranges: Sequence[DateRange],
+        filter_sets: Sequence[UsageFilters],
+        breakdowns: Sequence[Dimension],
+        progress: Callable[[str], None] | None,
+    ) -> WarmReport:
         started = time.monotonic()
         report = WarmReport(ranges=[str(r) for r in ranges])
         warmed_days: set[dt.date] = set()

@@ -14,7 +14,7 @@ from typing import Any
 from .codec import Codec
 from .daily_cache import FreshnessPolicy, PostgresDayCache
 from .day_store import TieredDayStore
-from .db import Database
+from .db import Database, SessionLimits
 from .dictionary import DimensionDictionary
 from .maintenance import InvalidationReport, Maintenance, WarmReport
 from .redis_tier import NullRedisStore, RedisStore, RedisTier
@@ -63,7 +63,9 @@ class CacheManager:
         self.days = TieredDayStore(settings, self.redis, self.postgres, self.counters)
         self.results = ResultCache(settings, self.redis, self.counters)
         self.service = AnalyticsService(settings, db, self.keys, self.results, self.days, self.dictionary)
-        self.maintenance = Maintenance(self.service, self.postgres, self.redis, self.counters)
+        self.maintenance = Maintenance(
+            self.service, self.postgres, self.redis, self.counters, settings.warm_max_concurrent
+        )
         # What callers use, each one part's own method.
         self.analytics = self.service.analytics
         self.breakdown = self.service.breakdown
@@ -75,9 +77,15 @@ class CacheManager:
     @asynccontextmanager
     async def open(cls, settings: Settings) -> AsyncIterator[CacheManager]:
         """Open the PostgreSQL pool and (lazily) Redis; close both on exit."""
-        db = Database(settings.database_dsn, max_size=settings.db_pool_max_size)
+        limits = SessionLimits(
+            statement_timeout_seconds=settings.db_statement_timeout_seconds,
+            lock_timeout_seconds=settings.db_lock_timeout_seconds,
+            pool_timeout_seconds=settings.db_pool_timeout_seconds,
+            max_waiting=settings.db_pool_max_waiting,
+        )
+        db = Database(settings.database_dsn, max_size=settings.db_pool_max_size, limits=limits)
         await db.open()
-        source = SourceReader(settings.litellm_dsn)
+        source = SourceReader(settings.litellm_dsn, limits)
         manager: CacheManager | None = None
         try:
             manager = cls(settings, db, source, await db.identity())

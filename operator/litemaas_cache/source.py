@@ -20,6 +20,7 @@ import adbc_driver_postgresql.dbapi as adbc
 import polars as pl
 import psycopg
 
+from .db import UNBOUNDED, SessionLimits
 from .dictionary import CODE_TYPE
 from .errors import BackendUnavailable, SourceMissing
 from .frames import SUMS
@@ -92,8 +93,9 @@ async def load_users(conn: psycopg.AsyncConnection[Any], user_ids: Sequence[str]
 class SourceReader:
     """Fetches day usage from LiteLLM's table over ADBC connections of its own (kept for reuse, one per fetch)."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, limits: SessionLimits = UNBOUNDED) -> None:
         self._dsn = dsn
+        self._limits = limits
         self._idle: list[Any] = []
 
     async def fetch(self, days: Sequence[dt.date]) -> pl.DataFrame:
@@ -120,7 +122,7 @@ class SourceReader:
     @contextmanager
     def _connection(self) -> Iterator[Any]:
         try:
-            conn = self._idle.pop() if self._idle else adbc.connect(self._dsn)
+            conn = self._idle.pop() if self._idle else self._connect()
         except adbc.Error as exc:
             raise BackendUnavailable("postgresql", f"LiteLLM's database: {type(exc).__name__}") from None
         try:
@@ -134,6 +136,15 @@ class SourceReader:
         else:
             conn.rollback()
             self._idle.append(conn)
+
+    def _connect(self) -> Any:
+        """A new ADBC connection with the session's timeouts (committed, so a later rollback keeps them)."""
+        conn = adbc.connect(self._dsn)
+        with conn.cursor() as cur:
+            for name, milliseconds in self._limits.session_settings().items():
+                cur.execute(f"SET {name} = {milliseconds}")
+        conn.commit()
+        return conn
 
     def close(self) -> None:
         while self._idle:

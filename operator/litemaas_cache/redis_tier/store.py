@@ -25,6 +25,7 @@ from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from ..codec import Codec, CorruptValue
 from ..dates import DateRange
+from ..errors import CacheError
 from ..frames import DayFrame, UnreadablePayload, read_header
 from .breaker import BreakerState, CircuitBreaker
 from .keys import KeySpace
@@ -96,6 +97,8 @@ class RedisStore:
         self._client: RedisClient | None = None
         self._synced = False
         self._synced_at = 0.0
+        self._resync_lock = asyncio.Lock()
+        self._resync_retry_at = 0.0  # after PostgreSQL failed a re-sync, none is tried before this
         self._missed = 0  # calls that failed or were refused: any of them may have been a version raise
         self._pending_stats: Counter[str] = Counter()
         self._last_flush = time.monotonic()
@@ -153,9 +156,10 @@ class RedisStore:
             return default
         try:
             client = self._connect()
+            if not await self._ensure_synced(client):
+                self._mark_unsynced()
+                return default
             async with asyncio.timeout(self.timeout * 4):
-                if not self._synced or time.monotonic() - self._synced_at >= self.resync_seconds:
-                    await self._resync_versions(client)
                 result = await fn(client)
         except ResponseError as exc:
             if not str(exc).startswith(_STRAY_KEY):
@@ -184,11 +188,34 @@ class RedisStore:
         self._missed += 1
         self._synced = False
 
+    async def _ensure_synced(self, client: RedisClient) -> bool:
+        """Whether the mirror may be trusted for a call, re-syncing it first when due (one re-sync at a time).
+        When PostgreSQL cannot give the versions, Redis itself is fine (no breaker failure) but cannot be trusted:
+        calls are misses until a re-sync succeeds, tried again at most every REDIS_BREAKER_RESET_SECONDS."""
+        if self._synced and time.monotonic() - self._synced_at < self.resync_seconds:
+            return True
+        if self._synced and self._resync_lock.locked():
+            return True  # a periodic re-sync is under way; the mirror was in step moments ago
+        async with self._resync_lock:
+            if self._synced and time.monotonic() - self._synced_at < self.resync_seconds:
+                return True
+            if time.monotonic() < self._resync_retry_at:
+                return False
+            try:
+                await self._resync_versions(client)
+            except CacheError as exc:
+                self._resync_retry_at = time.monotonic() + self.breaker.reset_seconds
+                log.warning("redis not used until its version mirror can be re-synced: %s", exc)
+                return False
+        return True
+
     async def _resync_versions(self, client: RedisClient | None = None) -> None:
-        """Raise the mirror to PostgreSQL's versions (on first contact and after every outage)."""
+        """Raise the mirror to PostgreSQL's versions (on first contact and after every outage). PostgreSQL is read
+        outside the Redis timeout: a slow or failing PostgreSQL is not a Redis failure."""
         missed = self._missed
         versions = await self._version_source()
-        await self._merge_versions(client or self._connect(), versions)
+        async with asyncio.timeout(self.timeout * 4):
+            await self._merge_versions(client or self._connect(), versions)
         # A call that failed or was refused meanwhile may have missed a raise newer than `versions`.
         self._synced = self._missed == missed
         self._synced_at = time.monotonic()
