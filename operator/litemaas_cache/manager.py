@@ -16,6 +16,7 @@ from .daily_cache import FreshnessPolicy, PostgresDayCache
 from .day_store import TieredDayStore
 from .db import Database, SessionLimits
 from .dictionary import DimensionDictionary
+from .freshness import SourceFreshness
 from .maintenance import InvalidationReport, Maintenance, WarmReport
 from .redis_tier import NullRedisStore, RedisStore, RedisTier
 from .redis_tier.keys import KeySpace
@@ -62,9 +63,19 @@ class CacheManager:
         self.counters = Counters(self.redis)
         self.days = TieredDayStore(settings, self.redis, self.postgres, self.counters)
         self.results = ResultCache(settings, self.redis, self.counters)
-        self.service = AnalyticsService(settings, db, self.keys, self.results, self.days, self.dictionary)
+        self.freshness = SourceFreshness(
+            self.postgres,
+            source,
+            self.counters,
+            lambda days: self.maintenance.invalidate(days),
+            window_days=settings.freshness_days,
+            read_check_seconds=settings.freshness_check_minutes * 60,
+        )
+        self.service = AnalyticsService(
+            settings, db, self.keys, self.results, self.days, self.dictionary, self.freshness
+        )
         self.maintenance = Maintenance(
-            self.service, self.postgres, self.redis, self.counters, settings.warm_max_concurrent
+            self.service, self.postgres, self.redis, self.counters, self.freshness, settings.warm_max_concurrent
         )
         # What callers use, each one part's own method.
         self.analytics = self.service.analytics

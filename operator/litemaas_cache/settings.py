@@ -108,6 +108,20 @@ class Settings(BaseSettings):
         validation_alias="CACHE_YESTERDAY_GRACE_SECONDS",
         description="After UTC midnight, yesterday is still refreshed like today for this long.",
     )
+    freshness_days: int = Field(
+        default=7,
+        ge=0,
+        le=366,
+        validation_alias="CACHE_FRESHNESS_DAYS",
+        description="Past days whose source rows are fingerprinted to catch late rows (0: no check).",
+    )
+    freshness_check_minutes: float = Field(
+        default=10.0,
+        gt=0,
+        le=1440,
+        validation_alias="CACHE_FRESHNESS_CHECK_MINUTES",
+        description="Reads check those fingerprints at most this often (every warm checks them too).",
+    )
     stampede_lock_seconds: float = Field(default=30.0, gt=0, validation_alias="CACHE_LOCK_SECONDS")
     stampede_wait_seconds: float = Field(default=10.0, ge=0, validation_alias="CACHE_LOCK_WAIT_SECONDS")
 

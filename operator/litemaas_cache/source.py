@@ -43,6 +43,19 @@ WHERE date IN ({{days}})
 """
 
 
+# One indexed pass over the checked days' rows (LiteLLM indexes "date"): what a late row, a backfill or a correction
+# changes. spend is summed as numeric, so the same rows always give the same text whatever their order.
+_FINGERPRINT_SQL = f"""
+SELECT date, concat_ws('/', count(*), coalesce(sum(api_requests), 0), coalesce(sum(spend::numeric), 0),
+                       max(updated_at)) AS fingerprint
+FROM {SOURCE_TABLE}
+WHERE date IN ({{days}})
+GROUP BY date
+"""
+# The fingerprint of a day without rows.
+EMPTY_FINGERPRINT = "0/0/0"
+
+
 class UserInfo(NamedTuple):
     user_id: str
     username: str | None
@@ -100,14 +113,22 @@ class SourceReader:
 
     async def fetch(self, days: Sequence[dt.date]) -> pl.DataFrame:
         """LiteLLM's rows of `days` (date, api_key, model, llm_provider and the metrics), in one statement."""
-        return await asyncio.to_thread(self._fetch_arrow, days) if days else _empty_source()
+        return await asyncio.to_thread(self._select, _USAGE_SQL, days) if days else _empty_source()
 
-    def _fetch_arrow(self, days: Sequence[dt.date]) -> pl.DataFrame:
+    async def fingerprints(self, days: Sequence[dt.date]) -> dict[dt.date, str]:
+        """A fingerprint of each day's rows (EMPTY_FINGERPRINT for a day without any), in one statement."""
+        if not days:
+            return {}
+        frame = await asyncio.to_thread(self._select, _FINGERPRINT_SQL, days)
+        found = {dt.date.fromisoformat(day): text for day, text in frame.iter_rows()}
+        return {day: found.get(day, EMPTY_FINGERPRINT) for day in days}
+
+    def _select(self, sql: str, days: Sequence[dt.date]) -> pl.DataFrame:
         # Days are date objects, so their ISO form is safe to inline (ADBC cannot bind a list parameter).
-        sql = _USAGE_SQL.format(days=", ".join(f"'{d.isoformat()}'" for d in days))
+        statement = sql.format(days=", ".join(f"'{d.isoformat()}'" for d in days))
         with self._connection() as conn, conn.cursor() as cur:
             try:
-                cur.execute(sql)
+                cur.execute(statement)
                 table = cur.fetch_arrow_table()
             except adbc.Error as exc:
                 if getattr(exc, "sqlstate", None) == UNDEFINED_TABLE:
