@@ -186,10 +186,16 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> KubeCluster:
     return cluster
 
 
+# Test namespaces of this pytest session are named lmc-<SESSION>-...: the operator under test watches only those, so
+# two sessions sharing the local control plane (a developer's and CI's, say) never reconcile each other's objects.
+SESSION = uuid.uuid4().hex[:6]
+SESSION_NAMESPACES = f"lmc-{SESSION}-*"
+
+
 @pytest.fixture
 def k8s_namespace(kube_cluster: KubeCluster) -> Iterator[str]:
     """A fresh namespace per test (deleted afterwards; it stays Terminating)."""
-    name = f"t-{uuid.uuid4().hex[:12]}"
+    name = f"lmc-{SESSION}-{uuid.uuid4().hex[:8]}"
     kube_cluster.run("create", "namespace", name)
     kube_cluster.run("label", "namespace", name, "litemaas.test/ephemeral=true")
     try:

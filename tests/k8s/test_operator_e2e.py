@@ -3,6 +3,7 @@ kube-apiserver, with real PostgreSQL and a private redis-server that tests stop 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import os
@@ -25,8 +26,8 @@ from litemaas_cache.dates import DateRange, utc_today
 from litemaas_cache.filters import build_query
 from litemaas_cache.manager import CacheManager
 from litemaas_cache.settings import load_settings
-from tests.conftest import REPO_ROOT
-from tests.k8s.conftest import KubeCluster
+from tests.conftest import REPO_ROOT, create_database, drop_database
+from tests.k8s.conftest import SESSION_NAMESPACES, KubeCluster
 from tests.k8s.operator_support import (
     LITEMAAS_CLI,
     apply,
@@ -38,6 +39,7 @@ from tests.k8s.operator_support import (
     warm_policy,
 )
 from tests.support.redis_server import RedisServer, free_port
+from tests.test_freshness import LATE_REQUESTS, write_late_row
 
 pytestmark = pytest.mark.k8s
 
@@ -52,7 +54,7 @@ def liveness_port() -> int:
 
 @pytest.fixture(scope="module")
 def kopf_runner(crds: None, operator_env: dict[str, str], liveness_port: int) -> Iterator[KopfRunner]:
-    """One operator (kopf in a thread) for the module, watching the test namespaces `t-*`."""
+    """One operator (kopf in a thread) for the module, watching this session's test namespaces."""
     with pytest.MonkeyPatch.context() as mp:
         for key, value in operator_env.items():
             mp.setenv(key, value)
@@ -61,7 +63,7 @@ def kopf_runner(crds: None, operator_env: dict[str, str], liveness_port: int) ->
             "-m",
             "litemaas_cache.controller.handlers",
             "--standalone",
-            "--namespace=t-*",
+            f"--namespace={SESSION_NAMESPACES}",
             f"--liveness=http://127.0.0.1:{liveness_port}/healthz",
         ]
         with KopfRunner(args, reraise=True, timeout=60) as runner:
@@ -186,8 +188,7 @@ async def test_invalidation_purges_exactly_its_days(
     assert len(before) == warmed.days
     assert all(cached for _, cached in before.values())
     client = redis.Redis.from_url(operator_env["REDIS_URL"])
-    prefix = operator_env["REDIS_KEY_PREFIX"]
-    assert all(client.exists(f"{prefix}day:{d.isoformat()}") for d in warmed)
+    assert all(client.exists(manager.keys.day(d)) for d in warmed)
 
     apply(kube_cluster, invalidation("purge-two-days", k8s_namespace, purged.start, purged.end))
     done = wait_for(
@@ -206,10 +207,10 @@ async def test_invalidation_purges_exactly_its_days(
     for day in warmed:
         if day in purged:
             assert after[day] == (before[day][0] + 1, False), day
-            assert not client.exists(f"{prefix}day:{day.isoformat()}")
+            assert not client.exists(manager.keys.day(day))
         else:
             assert after[day] == before[day], day
-            assert client.exists(f"{prefix}day:{day.isoformat()}")
+            assert client.exists(manager.keys.day(day))
 
     query = build_query(warmed.start.isoformat(), warmed.end.isoformat(), max_days=90, max_ids=10)
     answer = await manager.analytics(query)
@@ -237,7 +238,7 @@ async def test_rewarm_then_ttl_after_finished_deletes_the_invalidation(
     )
     day = today - dt.timedelta(days=3)
     client = redis.Redis.from_url(operator_env["REDIS_URL"])
-    day_key = f"{operator_env['REDIS_KEY_PREFIX']}day:{day.isoformat()}"
+    day_key = manager.keys.day(day)
     assert client.exists(day_key)
 
     apply(kube_cluster, invalidation("rewarm-me", k8s_namespace, day, day, rewarm=True, ttlSecondsAfterFinished=0))
@@ -528,3 +529,73 @@ def test_invalidation_that_keeps_failing_ends_failed_after_its_retries(
     assert condition(failed, "Complete") == "False"
     reasons = [c["reason"] for c in failed["status"]["conditions"] if c["type"] == "Complete"]
     assert reasons == ["RetriesExhausted"]
+
+
+async def test_a_late_source_row_is_picked_up_within_one_warm_interval(
+    kube_cluster: KubeCluster, crds: None, operator_env: dict[str, str], seeded_dsn: str, tmp_path: Path
+) -> None:
+    """Issue 10 item 9: a row LiteLLM writes late for a day three days ago shows in analytics within one warm
+    interval, with no manual invalidation, and only that day is recomputed (status.daysRefreshed, SourceChanged).
+    An operator of its own, on a database of its own: the freshness check is per database, and another policy's
+    warm must not be the one that finds the day."""
+    namespace = f"k-{uuid.uuid4().hex[:10]}"
+    kube_cluster.run("create", "namespace", namespace)
+    dsn = create_database(seeded_dsn)
+    env = {**os.environ, **operator_env, "DATABASE_URL": dsn, "REDIS_KEY_PREFIX": f"late:{uuid.uuid4().hex[:8]}:"}
+    operator = await asyncio.create_subprocess_exec(
+        str(LITEMAAS_CLI),
+        "operator",
+        "--standalone",
+        "--namespace",
+        namespace,
+        env=env,
+        stdout=(tmp_path / "operator.log").open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    today = utc_today()
+    late_day = today - dt.timedelta(days=3)
+    days = DateRange(today - dt.timedelta(days=9), late_day)
+    spec = {"interval": "1m", "ranges": [{"start": days.start.isoformat(), "end": days.end.isoformat()}]}
+    settings = load_settings(
+        database_url=dsn, redis_url=env["REDIS_URL"], redis_key_prefix=env["REDIS_KEY_PREFIX"], freshness_days=0
+    )
+    try:
+        async with CacheManager.open(settings) as reader:  # an application instance (it checks nothing itself)
+            apply(kube_cluster, warm_policy("late-rows", namespace, spec))
+            first = wait_for(
+                "the policy's first warm",
+                lambda: (
+                    (p := get(kube_cluster, "cwp", "late-rows", namespace)) and condition(p, "Ready") == "True" and p
+                ),
+            )
+            assert first["status"]["daysRefreshed"] == []
+            query = build_query(days.start, days.end, max_days=90, max_ids=10)
+            before = (await reader.analytics(query)).value["totalRequests"]
+            computed = (await reader.stats())["postgres"]["daysComputedFromSource"]
+
+            write_late_row(dsn, late_day)
+            refreshed = wait_for(
+                "the next warm to refresh the late day",
+                lambda: (
+                    (p := get(kube_cluster, "cwp", "late-rows", namespace))
+                    and p["status"]["lastWarmTime"] != first["status"]["lastWarmTime"]
+                    and p
+                ),
+                timeout=90,  # one interval (1m) plus the timer's tick
+            )
+            assert refreshed["status"]["daysRefreshed"] == [late_day.isoformat()]
+            after = await reader.analytics(query)
+            assert (after.tier, after.value["totalRequests"]) == ("redis", before + LATE_REQUESTS)
+            assert (await reader.stats())["postgres"]["daysComputedFromSource"] == computed + 1, "only that day"
+        events = json.loads(
+            kube_cluster.run(
+                "get", "events", "-n", namespace, "--field-selector", "involvedObject.name=late-rows", "-o", "json"
+            ).stdout
+        )["items"]
+        changed = [e["message"] for e in events if e["reason"] == "SourceChanged"]
+        assert changed == [f"LiteLLM's rows changed after caching; recomputed {late_day.isoformat()}"]
+    finally:
+        kube_cluster.run("delete", "cwp", "late-rows", "-n", namespace, "--wait=false", check=False)
+        operator.terminate()
+        await asyncio.wait_for(operator.wait(), 30)
+        drop_database(dsn)
