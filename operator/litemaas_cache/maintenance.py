@@ -10,8 +10,7 @@ from typing import Any, Literal
 
 from .analytics import Page
 from .daily_cache import PostgresDayCache
-from .dates import MAX_INVALIDATION_DAYS, DateRange, check_day
-from .errors import InvalidRequest
+from .dates import MAX_LONG_RANGE_DAYS, DateRange, check_day
 from .filters import AnalyticsQuery, UsageFilters
 from .redis_tier import RedisTier
 from .service import AnalyticsService
@@ -66,6 +65,14 @@ class InvalidationReport:
         }
 
 
+@dataclass
+class RebuildReport:
+    """A rebuild: the purge of a range from every tier, then its recomputation from the source."""
+
+    invalidation: InvalidationReport
+    warm: WarmReport
+
+
 class Maintenance:
     def __init__(
         self, service: AnalyticsService, postgres: PostgresDayCache, redis: RedisTier, counters: Counters
@@ -103,12 +110,19 @@ class Maintenance:
         report.duration_seconds = time.monotonic() - started
         return report
 
+    async def rebuild(self, days: DateRange, max_range_days: int) -> RebuildReport:
+        """Purge `days` from every tier, then compute their analytics again, in ranges of at most `max_range_days`
+        (the recomputation reads the source: the purge left nothing else)."""
+        invalidation = await self.invalidate(days)
+        warmed = await self.warm(days.split(max_range_days))
+        self._counters.add("rebuilds")
+        return RebuildReport(invalidation, warmed)
+
     async def invalidate(
         self, days: DateRange, tiers: Sequence[InvalidationTier] = ("redis", "postgres")
     ) -> InvalidationReport:
         """Purge a date range from the chosen tiers; once `complete`, no tier serves a stale read."""
-        if days.days > MAX_INVALIDATION_DAYS:
-            raise InvalidRequest("endDate", f"range of {days.days} days exceeds the maximum of {MAX_INVALIDATION_DAYS}")
+        days.check_length(MAX_LONG_RANGE_DAYS)
         check_day(days.start, "startDate")
         check_day(days.end, "endDate")
         started = time.monotonic()

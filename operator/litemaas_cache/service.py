@@ -14,7 +14,18 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from .analytics import Page, analytics_document, breakdown_items, paginate, top_key, users_needed
+from .analytics import (
+    Labels,
+    Page,
+    TrendRule,
+    active_users,
+    analytics_document,
+    breakdown_rows,
+    filter_options,
+    keys_needed,
+    paginate,
+    users_needed,
+)
 from .dates import DateRange
 from .day_store import DayFetch, TieredDayStore
 from .db import Database
@@ -24,7 +35,7 @@ from .filters import AnalyticsQuery, UsageFilters
 from .redis_tier.keys import KeySpace, ResultKind
 from .result_cache import Answer, Computed, ResultCache, ResultJob
 from .settings import Settings
-from .source import key_alias, keys_with_aliases, load_users
+from .source import count_users, key_aliases, keys_with_aliases, load_users
 from .vocabulary import CodedColumn, Dimension
 
 
@@ -52,10 +63,11 @@ class AnalyticsService:
 
         async def compute() -> Computed:
             summary, fetch = await self._summarise(current, previous, query.filters, per_day=True)
-            async with self._db.cache_connection() as conn:
-                users = await load_users(conn, users_needed(summary, None))
-                alias = await key_alias(conn, top_key(summary))
-            document = await asyncio.to_thread(analytics_document, current, summary, users, alias)
+            labels = await self._labels(
+                users_needed(summary, None), keys_needed(summary, None), total_users_of=(query.filters, summary)
+            )
+            rule = TrendRule(self._settings.trend_stable_percent, self._settings.trend_precision)
+            document = await asyncio.to_thread(analytics_document, current, summary, labels, rule)
             return self._computed(document, fetch)
 
         covered = DateRange(previous.start, current.end)
@@ -63,19 +75,48 @@ class AnalyticsService:
 
     async def breakdown(self, dimension: Dimension, query: AnalyticsQuery, page: Page) -> Answer:
         """One page of a by-user / by-model / by-provider breakdown (the full list is what gets cached)."""
+        page.check(dimension)
 
         async def compute() -> Computed:
             summary, fetch = await self._summarise(query.range, None, query.filters, per_day=False)
-            async with self._db.cache_connection() as conn:
-                users = await load_users(conn, users_needed(summary, dimension))
-            items = await asyncio.to_thread(breakdown_items, dimension, summary, users)
-            return self._computed(items, fetch)
+            labels = await self._labels(users_needed(summary, dimension), keys_needed(summary, dimension))
+            rows = await asyncio.to_thread(breakdown_rows, dimension, summary, labels)
+            return self._computed(rows, fetch)
 
         kind: ResultKind = f"by-{dimension}"  # type: ignore[assignment]
         answer = await self._results.get(self._job(kind, query, query.range, compute))
-        return Answer(paginate(dimension, query.range, answer.value, page), answer.tier, answer.keys_written)
+        return Answer(paginate(dimension, answer.value, page), answer.tier, answer.keys_written)
+
+    async def filter_options(self, days: DateRange) -> Answer:
+        """The models and users with usage in `days`, to choose filters from."""
+        query = AnalyticsQuery(start_date=days.start, end_date=days.end)
+
+        async def compute() -> Computed:
+            summary, fetch = await self._summarise(days, None, query.filters, per_day=False)
+            labels = await self._labels(active_users(summary), [])
+            return self._computed(await asyncio.to_thread(filter_options, summary, labels), fetch)
+
+        return await self._results.get(self._job("filter-options", query, days, compute))
+
+    async def _labels(
+        self,
+        users: list[str],
+        keys: list[str],
+        total_users_of: tuple[UsageFilters, RangeSummary] | None = None,
+    ) -> Labels:
+        """What LiteMaaS's users and api_keys tables say about the users and keys the answer shows (and, for the
+        analytics document, how many users there are: see count_users)."""
+        async with self._db.cache_connection() as conn:
+            known = await load_users(conn, users)
+            aliases = await key_aliases(conn, keys)
+            total = None
+            if total_users_of is not None:
+                filters, summary = total_users_of
+                total = await count_users(conn, filters.user_ids, active_users(summary))
+        return Labels(known, aliases, total)
 
     def _job(self, kind: ResultKind, query: AnalyticsQuery, covered: DateRange, compute: Any) -> ResultJob:
+        # filter options share the breakdowns' TTL: both are lists read alongside the analytics document
         ttl = self._settings.ttl_analytics if kind == "analytics" else self._settings.ttl_breakdown
         if self._days.is_current(query.range.end):
             ttl = min(ttl, self._settings.ttl_current_day)
