@@ -63,11 +63,8 @@ class AnalyticsService:
 
         async def compute() -> Computed:
             summary, fetch = await self._summarise(current, previous, query.filters, per_day=True)
-            labels = await self._labels(
-                users_needed(summary, None), keys_needed(summary, None), total_users_of=(query.filters, summary)
-            )
-            rule = TrendRule(self._settings.trend_stable_percent, self._settings.trend_precision)
-            document = await asyncio.to_thread(analytics_document, current, summary, labels, rule)
+            labels = await self.labels(summary, None, query.filters)
+            document = await asyncio.to_thread(analytics_document, current, summary, labels, self.trend_rule)
             return self._computed(document, fetch)
 
         covered = DateRange(previous.start, current.end)
@@ -79,7 +76,7 @@ class AnalyticsService:
 
         async def compute() -> Computed:
             summary, fetch = await self._summarise(query.range, None, query.filters, per_day=False)
-            labels = await self._labels(users_needed(summary, dimension), keys_needed(summary, dimension))
+            labels = await self.labels(summary, dimension)
             rows = await asyncio.to_thread(breakdown_rows, dimension, summary, labels)
             return self._computed(rows, fetch)
 
@@ -97,6 +94,16 @@ class AnalyticsService:
             return self._computed(await asyncio.to_thread(filter_options, summary, labels), fetch)
 
         return await self._results.get(self._job("filter-options", query, days, compute))
+
+    @property
+    def trend_rule(self) -> TrendRule:
+        return TrendRule(self._settings.trend_stable_percent, self._settings.trend_precision)
+
+    async def labels(self, summary: RangeSummary, dimension: Dimension | None, filters: UsageFilters | None = None) -> Labels:
+        """What the analytics document (dimension None, with its filters) or a breakdown shows of LiteMaaS's users
+        and keys."""
+        total_users_of = (filters, summary) if dimension is None and filters is not None else None
+        return await self._labels(users_needed(summary, dimension), keys_needed(summary, dimension), total_users_of)
 
     async def _labels(
         self,
