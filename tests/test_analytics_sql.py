@@ -8,7 +8,6 @@ import math
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import psycopg
 import pytest
 import pytest_asyncio
 
@@ -30,7 +29,6 @@ from tests.support.oracle import (
     expected_order,
     expected_rows,
     expected_trend,
-    pick_ids,
     ranked,
 )
 
@@ -72,20 +70,6 @@ SCENARIOS: dict[str, tuple[tuple[int, int], Resolver]] = {
     "unmapped-key-hash": ((39, 0), lambda p: Filters([], [], [], [p.unmapped_key])),
 }
 EMPTY_SCENARIOS = {"before-seeded-data", "no-match", "contradictory-filters"}
-
-
-@pytest_asyncio.fixture
-async def oracle(module_dsn: str) -> AsyncIterator[Oracle]:
-    async with await psycopg.AsyncConnection.connect(module_dsn, autocommit=True) as conn:
-        cur = await conn.execute(
-            "SELECT DISTINCT COALESCE(NULLIF(model, ''), 'unknown') FROM \"LiteLLM_DailyUserSpend\""
-        )
-        yield Oracle(conn, [m for (m,) in await cur.fetchall()])
-
-
-@pytest_asyncio.fixture
-async def picks(oracle: Oracle) -> Picks:
-    return await pick_ids(oracle)
 
 
 @pytest_asyncio.fixture

@@ -29,7 +29,15 @@ from litemaas_cache.webapi import build_app
 from litemaas_cache.webapi.routes import CALLER
 from tests.conftest import SEED_ARGS, managed
 from tests.support.metrics import assert_metrics, close
-from tests.support.oracle import IDENTITY, ZERO, Filters, Oracle, Picks, assert_row, expected_rows, pick_ids
+from tests.support.oracle import (
+    IDENTITY,
+    ZERO,
+    Filters,
+    Oracle,
+    Picks,
+    assert_row,
+    expected_rows,
+)
 
 TOKEN = "contract-token"
 ADMIN = "/api/v1/admin/usage"
@@ -119,20 +127,6 @@ async def own_api(manager: CacheManager) -> AsyncIterator[Api]:
     """The API on a private copy of the seeded data, for tests that change LiteLLM's table."""
     async for client in _open_api(manager):
         yield client
-
-
-@pytest_asyncio.fixture
-async def oracle(module_dsn: str) -> AsyncIterator[Oracle]:
-    async with await psycopg.AsyncConnection.connect(module_dsn, autocommit=True) as conn:
-        cur = await conn.execute(
-            "SELECT DISTINCT COALESCE(NULLIF(model, ''), 'unknown') FROM \"LiteLLM_DailyUserSpend\""
-        )
-        yield Oracle(conn, [m for (m,) in await cur.fetchall()])
-
-
-@pytest_asyncio.fixture
-async def picks(oracle: Oracle) -> Picks:
-    return await pick_ids(oracle)
 
 
 FILTER_KINDS: dict[str, Callable[[Picks], Filters]] = {

@@ -99,7 +99,9 @@ class AnalyticsService:
     def trend_rule(self) -> TrendRule:
         return TrendRule(self._settings.trend_stable_percent, self._settings.trend_precision)
 
-    async def labels(self, summary: RangeSummary, dimension: Dimension | None, filters: UsageFilters | None = None) -> Labels:
+    async def labels(
+        self, summary: RangeSummary, dimension: Dimension | None, filters: UsageFilters | None = None
+    ) -> Labels:
         """What the analytics document (dimension None, with its filters) or a breakdown shows of LiteMaaS's users
         and keys."""
         total_users_of = (filters, summary) if dimension is None and filters is not None else None

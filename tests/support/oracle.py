@@ -5,6 +5,8 @@ shared with the library (as a VALUES table of the distinct models)."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -132,6 +134,16 @@ class Oracle:
         row = await cur.fetchone()
         assert row is not None
         return int(row[0]) + int(unmapped_active)
+
+
+@asynccontextmanager
+async def open_oracle(dsn: str) -> AsyncIterator[Oracle]:
+    """An oracle on its own connection to `dsn`, knowing every model of the table."""
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT DISTINCT COALESCE(NULLIF(model, ''), 'unknown') FROM \"LiteLLM_DailyUserSpend\""
+        )
+        yield Oracle(conn, [m for (m,) in await cur.fetchall()])
 
 
 def ranked(groups: dict[tuple[Any, ...], Sums]) -> list[tuple[str, Sums]]:
