@@ -345,6 +345,9 @@ async def api_server(bench: Bench, token: str) -> AsyncIterator[str]:
         log.close()
 
 
+ANALYTICS_PATH = "/api/v1/admin/usage/analytics"
+
+
 async def _wait_healthy(session: aiohttp.ClientSession, url: str, seconds: float = 30.0) -> None:
     deadline = asyncio.get_running_loop().time() + seconds
     while True:
@@ -360,14 +363,14 @@ async def _wait_healthy(session: aiohttp.ClientSession, url: str, seconds: float
 
 
 async def _analytics(session: aiohttp.ClientSession, url: str, days: DateRange, user: str | None = None) -> str:
-    """GET the analytics document, read it whole, return the tier that answered."""
-    params = {"startDate": days.start.isoformat(), "endDate": days.end.isoformat()}
+    """POST for the analytics document (LiteMaaS's route), read it whole, return the tier that answered."""
+    body: dict[str, Any] = {"startDate": days.start.isoformat(), "endDate": days.end.isoformat()}
     if user is not None:
-        params["userIds"] = user
-    async with session.get(f"{url}/api/v1/analytics", params=params) as resp:
-        body = await resp.read()
+        body["userIds"] = [user]
+    async with session.post(f"{url}{ANALYTICS_PATH}", json=body) as resp:
+        answer = await resp.read()
         if resp.status != 200:
-            raise RuntimeError(f"GET /api/v1/analytics: {resp.status} {body[:300]!r}")
+            raise RuntimeError(f"POST {ANALYTICS_PATH}: {resp.status} {answer[:300]!r}")
         return resp.headers.get("X-Cache-Tier", "?")
 
 

@@ -167,6 +167,8 @@ from pathlib import Path  # noqa: E402
 from redis.asyncio import Redis  # noqa: E402
 from redis.asyncio.cluster import RedisCluster  # noqa: E402
 
+from tests.support.oracle import Oracle, Picks, open_oracle, pick_ids  # noqa: E402
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REDIS_CLUSTER_SCRIPT = REPO_ROOT / "scripts" / "redis-cluster.sh"
 REDIS_TARGETS = ["standalone", pytest.param("cluster", marks=pytest.mark.cluster)]
@@ -224,3 +226,18 @@ async def redis_client(redis_target: dict[str, object]) -> AsyncIterator[Redis |
     client: Redis | RedisCluster = RedisCluster.from_url(url) if redis_target["redis_cluster"] else Redis.from_url(url)
     yield client
     await client.aclose()
+
+
+# --- The SQL oracle over LiteLLM's table (tests/support/oracle.py), on the module's copy of the seeded data ----
+
+
+@pytest_asyncio.fixture
+async def oracle(module_dsn: str) -> AsyncIterator[Oracle]:
+    async with open_oracle(module_dsn) as opened:
+        yield opened
+
+
+@pytest_asyncio.fixture
+async def picks(oracle: Oracle) -> Picks:
+    """Real ids of the seeded data for the filter scenarios."""
+    return await pick_ids(oracle)

@@ -1,4 +1,6 @@
-"""The HTTP analytics API on a real server socket, real PostgreSQL and Redis."""
+"""The HTTP API on a real server socket, real PostgreSQL and Redis: authentication, the cache tiers behind a route,
+the operator-side extras (cache invalidation and statistics) and the error shape of what the router itself refuses.
+tests/test_api_contract.py checks each LiteMaaS endpoint against the contract and SQL."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from litemaas_cache.webapi import build_app, serve
 from tests.conftest import make_settings
 
 TOKEN = "s3cret-token-for-tests"
+ANALYTICS = "/api/v1/admin/usage/analytics"
 
 
 @pytest_asyncio.fixture
@@ -35,81 +38,30 @@ def week() -> dict[str, str]:
 
 async def test_requires_the_bearer_token(client: TestClient[object, object]) -> None:
     for headers in ({}, auth("wrong"), {"Authorization": TOKEN}):
-        response = await client.get("/api/v1/analytics", params=week(), headers=headers)
+        response = await client.post(ANALYTICS, json=week(), headers=headers)
         assert response.status == 401
-        body = await response.json()
-        assert body["error"]["message"] == "missing or invalid bearer token"
+        assert await response.json() == {"error": "missing or invalid bearer token", "code": "UNAUTHORIZED"}
         assert TOKEN not in await response.text()
-    health = await client.get("/healthz")
-    assert health.status == 200
+    for public in ("/healthz", "/api/v1/openapi.json"):
+        assert (await client.get(public)).status == 200, public
 
 
-async def test_analytics_cold_then_redis_hit(client: TestClient[object, object], manager: CacheManager) -> None:
-    first = await client.get("/api/v1/analytics", params=week(), headers=auth())
+async def test_analytics_cold_then_redis_hit(client: TestClient[object, object]) -> None:
+    first = await client.post(ANALYTICS, json=week(), headers=auth())
     assert first.status == 200
     assert first.headers["X-Cache-Tier"] == "source"
-    second = await client.get("/api/v1/analytics", params=week(), headers=auth())
+    second = await client.post(ANALYTICS, json=week(), headers=auth())
     assert second.headers["X-Cache-Tier"] == "redis"
     document = await second.json()
     assert document == await first.json()
-    assert document["period"]["days"] == 7
+    assert document["period"] == week()
     assert document["totalRequests"] > 0
     stats = await (await client.get("/api/v1/cache/stats", headers=auth())).json()
     assert stats["redis"]["hits"] == 1
 
 
-async def test_filters_and_breakdown_pages(client: TestClient[object, object]) -> None:
-    everything = await (await client.get("/api/v1/analytics", params=week(), headers=auth())).json()
-    model = everything["topModels"][0]["model"]
-    filtered = await (
-        await client.get("/api/v1/analytics", params={**week(), "modelIds": model}, headers=auth())
-    ).json()
-    assert filtered["totalRequests"] == everything["topModels"][0]["requests"]
-    assert list(filtered["totalCost"]["byModel"]) == [model]
-
-    page = await client.get(
-        "/api/v1/analytics/user", params={**week(), "pageSize": "3", "page": "2", "sortBy": "cost"}, headers=auth()
-    )
-    assert page.status == 200
-    body = await page.json()
-    assert body["pagination"]["page"] == 2
-    assert len(body["items"]) <= 3
-    assert body["pagination"]["total"] == everything["totalUsers"]
-    costs = [item["cost"] for item in body["items"]]
-    assert costs == sorted(costs, reverse=True)
-
-
-@pytest.mark.parametrize(
-    ("path", "params", "field"),
-    [
-        ("/api/v1/analytics", {"endDate": "2026-01-01"}, "startDate"),
-        ("/api/v1/analytics", {"startDate": "2026-13-01", "endDate": "2026-01-01"}, "startDate"),
-        ("/api/v1/analytics", {"startDate": "2026-01-02", "endDate": "2026-01-01"}, "startDate"),
-        ("/api/v1/analytics", {"startDate": "2025-01-01", "endDate": "2026-01-01"}, "endDate"),
-        ("/api/v1/analytics", {"startDate": "0001-01-01", "endDate": "0001-01-03"}, "startDate"),
-        ("/api/v1/analytics", {"startDate": "2026-01-01", "endDate": "2026-01-02", "userIds": "a b"}, "userIds[0]"),
-        ("/api/v1/analytics/team", {"startDate": "2026-01-01", "endDate": "2026-01-02"}, "dimension"),
-        ("/api/v1/analytics/model", {"startDate": "2026-01-01", "endDate": "2026-01-02", "page": "x"}, "page"),
-        ("/api/v1/analytics/model", {"startDate": "2026-01-01", "endDate": "2026-01-02", "sortBy": "x"}, "sortBy"),
-    ],
-)
-async def test_bad_requests_name_the_field(
-    client: TestClient[object, object], path: str, params: dict[str, str], field: str
-) -> None:
-    response = await client.get(path, params=params, headers=auth())
-    assert response.status == 400
-    assert (await response.json())["error"]["field"] == field
-
-
-async def test_too_many_ids_is_rejected(client: TestClient[object, object]) -> None:
-    ids = ",".join(f"u{i}" for i in range(1001))
-    response = await client.get("/api/v1/analytics", params={**week(), "userIds": ids}, headers=auth())
-    assert response.status == 400
-    assert (await response.json())["error"]["field"] == "userIds"
-
-
 async def test_invalidate_makes_the_next_read_recompute(client: TestClient[object, object]) -> None:
-    await client.get("/api/v1/analytics", params=week(), headers=auth())
+    await client.post(ANALYTICS, json=week(), headers=auth())
     today = utc_today().isoformat()
     response = await client.post(
         "/api/v1/cache/invalidate", json={"startDate": today, "endDate": today}, headers=auth()
@@ -118,11 +70,24 @@ async def test_invalidate_makes_the_next_read_recompute(client: TestClient[objec
     report = await response.json()
     assert report["complete"] is True
     assert report["redis"]["keysDeleted"] >= 1
-    again = await client.get("/api/v1/analytics", params=week(), headers=auth())
+    again = await client.post(ANALYTICS, json=week(), headers=auth())
     assert again.headers["X-Cache-Tier"] == "source"
     bad = await client.post("/api/v1/cache/invalidate", data=b"{nope", headers=auth())
     assert bad.status == 400
-    assert (await bad.json())["error"]["field"] == "body"
+    assert (await bad.json())["details"]["field"] == "body"
+    wrong_tier = await client.post(
+        "/api/v1/cache/invalidate", json={"startDate": today, "endDate": today, "tiers": ["disk"]}, headers=auth()
+    )
+    assert (await wrong_tier.json())["details"]["field"] == "tiers[0]"
+
+
+async def test_what_the_router_refuses_has_the_error_shape(client: TestClient[object, object]) -> None:
+    missing = await client.get("/api/v1/analytics", params=week(), headers=auth())  # the old route is gone
+    assert (missing.status, await missing.json()) == (404, {"error": "Not Found", "code": "NOT_FOUND"})
+    wrong_method = await client.get(ANALYTICS, headers=auth())
+    assert wrong_method.status == 405
+    assert (await wrong_method.json())["code"] == "METHOD_NOT_ALLOWED"
+    assert "POST" in wrong_method.headers["Allow"]
 
 
 async def test_refuses_to_serve_without_a_token(fresh_dsn: str) -> None:

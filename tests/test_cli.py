@@ -23,6 +23,7 @@ import psycopg
 import pytest
 
 from litemaas_cache.dates import utc_today
+from litemaas_cache.vocabulary import UNKNOWN_USER_ID
 from tests.conftest import create_database, drop_database
 
 CLI = str(Path(sys.executable).with_name("litemaas-cache"))
@@ -84,7 +85,7 @@ def sql_totals(dsn: str, where: str = "TRUE", params: tuple[Any, ...] = ()) -> d
         "prompt": prompt,
         "completion": completion,
         "spend": spend,
-        "successRate": round(100.0 * int(successful) / requests, 2) if requests else 0.0,
+        "successRate": 100.0 * int(successful) / requests if requests else 0.0,
     }
 
 
@@ -96,7 +97,7 @@ def assert_totals(doc: dict[str, Any], expected: dict[str, Any]) -> None:
         "completion": expected["completion"],
     }
     assert math.isclose(doc["totalCost"]["total"], expected["spend"], rel_tol=1e-9, abs_tol=1e-6)
-    assert doc["successRate"] == expected["successRate"]
+    assert math.isclose(doc["successRate"], expected["successRate"])
     assert sum(d["requests"] for d in doc["dailyUsage"]) == expected["requests"]
 
 
@@ -115,8 +116,8 @@ def test_unfiltered_totals_equal_sql_sum(cli_dsn: str) -> None:
     expected = sql_totals(cli_dsn)
     assert expected["requests"] > 0
     assert_totals(doc, expected)
-    assert doc["period"] == {"startDate": START.isoformat(), "endDate": TODAY.isoformat(), "days": 30}
-    assert len(doc["dailyUsage"]) == 30
+    assert doc["period"] == {"startDate": START.isoformat(), "endDate": TODAY.isoformat()}
+    assert [d["date"] for d in doc["dailyUsage"]] == [(START + dt.timedelta(days=i)).isoformat() for i in range(30)]
     assert re.match(r"tier: (source|postgres)\b", first.stderr.strip())  # postgres: another test filled the days
     # The same question again is answered from Redis, with the same document.
     second = ok(run(cli_dsn, "analytics", *RANGE, "--json", prefix=prefix))
@@ -198,7 +199,7 @@ def test_filter_without_matches_gives_zeros(cli_dsn: str) -> None:
     assert doc["totalRequests"] == 0
     assert doc["totalCost"]["total"] == 0
     assert doc["topModels"] == []
-    assert [d["requests"] for d in doc["dailyUsage"]] == [0] * 30
+    assert doc["dailyUsage"] == []
 
 
 def test_breakdown_by_model_is_paginated(cli_dsn: str) -> None:
@@ -223,31 +224,37 @@ def test_breakdown_by_model_is_paginated(cli_dsn: str) -> None:
                 str(page),
                 "--page-size",
                 "2",
+                "--sort-by",
+                "totalRequests",
                 "--json",
                 prefix=prefix,
             )
         )
         doc = orjson.loads(result.stdout)
-        assert doc["dimension"] == "model"
-        assert doc["pagination"] == {"page": page, "pageSize": 2, "total": 8, "totalPages": 4}
-        assert (doc["sortBy"], doc["sortOrder"]) == ("requests", "desc")
-        assert len(doc["items"]) == 2
-        seen += doc["items"]
-    assert [(i["model"], i["requests"]) for i in seen] == [(m, r) for m, r, _ in rows]
-    for item, (_, _, spend) in zip(seen, rows, strict=True):
-        assert math.isclose(item["cost"], spend, rel_tol=1e-9, abs_tol=1e-6)
+        assert doc["pagination"] == {
+            "page": page,
+            "limit": 2,
+            "total": 8,
+            "totalPages": 4,
+            "hasNext": page < 4,
+            "hasPrevious": page > 1,
+        }
+        assert len(doc["data"]) == 2
+        seen += doc["data"]
+    assert [(row["modelId"], row["metrics"]["requests"]) for row in seen] == [(m, r) for m, r, _ in rows]
+    for row, (_, _, spend) in zip(seen, rows, strict=True):
+        assert math.isclose(row["metrics"]["cost"], spend, rel_tol=1e-9, abs_tol=1e-6)
 
 
 def test_breakdown_by_user_sorted_by_cost_ascending(cli_dsn: str) -> None:
     result = ok(
-        run(cli_dsn, "analytics", *RANGE, "--by", "user", "--sort-by", "cost", "--asc", "--page-size", "100", "--json")
+        run(cli_dsn, "analytics", *RANGE, "--by", "user", "--sort-by", "totalCost", "--asc", "--limit", "100", "--json")
     )
     doc = orjson.loads(result.stdout)
-    costs = [i["cost"] for i in doc["items"]]
+    costs = [row["metrics"]["cost"] for row in doc["data"]]
     assert costs == sorted(costs)
-    assert doc["sortOrder"] == "asc"
-    assert doc["pagination"]["total"] == len(doc["items"]) > 10
-    assert "unmapped" in {i["userId"] for i in doc["items"]}
+    assert doc["pagination"]["total"] == len(doc["data"]) > 10
+    assert UNKNOWN_USER_ID in {row["userId"] for row in doc["data"]}
     assert math.isclose(sum(costs), sql_totals(cli_dsn)["spend"], rel_tol=1e-9, abs_tol=1e-4)
 
 
@@ -266,7 +273,7 @@ def test_table_mode(cli_dsn: str) -> None:
 
 def test_breakdown_table_mode(cli_dsn: str) -> None:
     result = ok(run(cli_dsn, "analytics", *RANGE, "--by", "provider"))
-    assert "By provider (page 1/1, 7 items)" in result.stdout
+    assert "By provider (page 1/1, 7 rows)" in result.stdout
     for provider in ("openai", "meta_llama", "anthropic", "watsonx", "mistral", "local", "unknown"):
         assert provider in result.stdout
 

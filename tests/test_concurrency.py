@@ -15,13 +15,13 @@ from typing import Any, TypeVar
 import psycopg
 import pytest
 
-from litemaas_cache.analytics import Page, analytics_document, breakdown_items, paginate, top_key, users_needed
+from litemaas_cache.analytics import Page, analytics_document, breakdown_rows, paginate
 from litemaas_cache.dates import DateRange, utc_today
 from litemaas_cache.engine import RangeAccumulator
 from litemaas_cache.filters import AnalyticsQuery, build_query
 from litemaas_cache.frames import empty_frame, encode_day
 from litemaas_cache.manager import Answer, CacheManager
-from litemaas_cache.source import SourceReader, coded_usage, dimensions_of, key_alias, load_key_owners, load_users
+from litemaas_cache.source import SourceReader, coded_usage, dimensions_of, load_key_owners
 from litemaas_cache.vocabulary import Dimension
 
 OpenManager = Callable[..., Awaitable[CacheManager]]
@@ -72,12 +72,10 @@ class Request:
         accumulator = RangeAccumulator(current, previous, await manager.service.code_filter(self.query.filters))
         accumulator.add(frames)
         summary = accumulator.summary(manager.dictionary)
-        async with manager.db.cache_connection() as conn:
-            users = await load_users(conn, users_needed(summary, self.dimension))
-            alias = await key_alias(conn, top_key(summary))
+        labels = await manager.service.labels(summary, self.dimension, self.query.filters)
         if self.dimension is None:
-            return analytics_document(current, summary, users, alias)
-        return paginate(self.dimension, current, breakdown_items(self.dimension, summary, users), self.page)
+            return analytics_document(current, summary, labels, manager.service.trend_rule)
+        return paginate(self.dimension, breakdown_rows(self.dimension, summary, labels), self.page)
 
 
 async def test_stampede_computes_a_cold_key_once_across_managers(
@@ -131,7 +129,7 @@ async def test_random_updates_invalidations_warms_and_reads_converge(
         Request(_query(span(5, 12), model_ids=["gpt-4o"])),
         Request(_query(span(20, 29), provider_ids=["openai", "anthropic"])),
         Request(_query(span(16, 29)), "user", Page(1, 10)),
-        Request(_query(span(0, 9)), "model", Page(1, 50, "cost")),
+        Request(_query(span(0, 9)), "model", Page(1, 50, "totalCost")),
         Request(_query(span(10, 10))),
     ]
     deadline = time.monotonic() + 6.0

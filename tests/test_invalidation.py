@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import os
 import re
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from litemaas_cache.manager import CacheManager
 from litemaas_cache.redis_tier import RedisStore
 
 OpenManager = Callable[..., Awaitable[CacheManager]]
-CLI = str(Path(__file__).resolve().parent.parent / ".venv" / "bin" / "litemaas-cache")
+CLI = str(Path(sys.executable).with_name("litemaas-cache"))  # the console script beside this interpreter
 SOURCE = '"LiteLLM_DailyUserSpend"'
 
 
@@ -161,7 +162,7 @@ async def test_partially_overlapping_invalidation_makes_the_result_unreadable(
     assert await manager.redis.get_result(key, covered) is None
     after = await manager.analytics(query)
     assert after.tier != "redis"
-    assert after.value["trends"]["requests"]["previous"] == before["trends"]["requests"]["previous"] + 700
+    assert after.value["trends"]["requestsTrend"]["previous"] == before["trends"]["requestsTrend"]["previous"] + 700
     assert after.value["totalRequests"] == before["totalRequests"]
 
 

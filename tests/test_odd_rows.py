@@ -16,6 +16,7 @@ The oracle below implements these in SQL; only the model-name -> provider infere
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import AsyncIterator
 from typing import Any, NamedTuple
 
@@ -27,13 +28,13 @@ from litemaas_cache.dates import utc_today
 from litemaas_cache.filters import AnalyticsQuery, build_query
 from litemaas_cache.manager import CacheManager
 from litemaas_cache.providers import infer_provider
-from litemaas_cache.vocabulary import UNKNOWN_MODEL, UNKNOWN_PROVIDER, UNMAPPED_USER_ID, Dimension
+from litemaas_cache.vocabulary import UNKNOWN_MODEL, UNKNOWN_PROVIDER, UNKNOWN_USER_ID, UNMAPPED_USER_ID, Dimension
 from tests.conftest import SEED_ARGS, make_settings, managed
-from tests.support.metrics import assert_metrics, close
+from tests.support.metrics import assert_metrics, assert_summary, close
 
 TODAY = utc_today()
 START = TODAY - dt.timedelta(days=SEED_ARGS["days"] - 1)  # the whole seeded period (40 days)
-PAGE = Page(size=200)  # larger than any breakdown of the seeded data: one page holds every item
+PAGE = Page(limit=200)  # larger than any breakdown of the seeded data: one page holds every item
 LOCAL_MODEL = "local/phi-4"
 
 _CELLS = """
@@ -81,10 +82,6 @@ class Sums(NamedTuple):
     @property
     def tokens(self) -> int:
         return self.prompt + self.completion
-
-    @property
-    def success_rate(self) -> float:
-        return round(100.0 * self.ok / self.requests, 2) if self.requests else 0.0
 
 
 class Oracle:
@@ -156,9 +153,9 @@ def query(
 async def breakdown_items(mgr: CacheManager, dimension: Dimension, q: AnalyticsQuery) -> dict[str, dict[str, Any]]:
     """Every item of a breakdown (one page holds them all), by name."""
     doc = (await mgr.breakdown(dimension, q, PAGE)).value
-    name = {"user": "userId", "model": "model", "provider": "provider"}[dimension]
-    items = {item[name]: item for item in doc["items"]}
-    assert len(items) == len(doc["items"]) == doc["pagination"]["total"], "one item per name, all on one page"
+    name = {"user": "userId", "model": "modelId", "provider": "provider"}[dimension]
+    items = {item[name]: item for item in doc["data"]}
+    assert len(items) == len(doc["data"]) == doc["pagination"]["total"], "one row per name, all on one page"
     return items
 
 
@@ -212,18 +209,16 @@ async def test_totals_over_a_range_include_every_odd_row(mgr: CacheManager, orac
     assert doc["totalRequests"] == requests
     assert doc["totalTokens"] == {"total": prompt + completion, "prompt": prompt, "completion": completion}
     assert close(doc["totalCost"]["total"], spend)
-    assert doc["successRate"] == round(100.0 * ok / requests, 2)
-    assert sum(d["successfulRequests"] for d in doc["dailyUsage"]) == ok
-    assert sum(d["failedRequests"] for d in doc["dailyUsage"]) == failed
+    assert math.isclose(doc["successRate"], 100.0 * ok / requests)
+    assert failed > 0, "the range has failed requests: the success rate is below 100"
+    assert sum(d["requests"] for d in doc["dailyUsage"]) == requests
 
     # Day by day, against the oracle's per-day sums (which agree with the plain sums above).
     by_day = await oracle.group("day")
     assert sum(s.requests for s in by_day.values()) == requests
-    assert [d["date"] for d in doc["dailyUsage"]] == [
-        (START + dt.timedelta(days=i)).isoformat() for i in range((TODAY - START).days + 1)
-    ]
+    assert [d["date"] for d in doc["dailyUsage"]] == [day.isoformat() for day in sorted(by_day)]
     for entry in doc["dailyUsage"]:
-        assert_metrics(entry, by_day[dt.date.fromisoformat(entry["date"])], entry["date"])
+        assert_summary(entry, by_day[dt.date.fromisoformat(entry["date"])], entry["date"])
 
 
 # --- the model "unknown" -------------------------------------------------------------------------------------
@@ -244,25 +239,21 @@ async def test_filtering_on_the_unknown_model_selects_the_rows_without_a_model(
     assert doc["totalRequests"] == requests
     assert doc["totalTokens"] == {"total": prompt + completion, "prompt": prompt, "completion": completion}
     assert close(doc["totalCost"]["total"], spend)
-    assert doc["successRate"] == round(100.0 * ok / requests, 2)
+    assert math.isclose(doc["successRate"], 100.0 * ok / requests)
     assert set(doc["totalCost"]["byModel"]) == {UNKNOWN_MODEL}
     expected_providers = await oracle.group("provider", where=NO_MODEL)
     assert set(doc["totalCost"]["byProvider"]) == set(expected_providers) == {UNKNOWN_PROVIDER}
 
     # Each day's rows without a model (several MCP tools, several keys) are one (day, model, provider) entry.
     per_day = await oracle.group("day", where=NO_MODEL)
-    entries = [(e["date"], e["model"], e["provider"]) for e in doc["dailyModelUsage"]]
+    entries = [(e["date"], m["modelId"], m["provider"]) for e in doc["dailyModelUsage"] for m in e["models"]]
     assert entries == sorted((day.isoformat(), UNKNOWN_MODEL, UNKNOWN_PROVIDER) for day in per_day)
     for entry in doc["dailyModelUsage"]:
-        s = per_day[dt.date.fromisoformat(entry["date"])]
-        assert (entry["requests"], entry["promptTokens"], entry["completionTokens"]) == (
-            s.requests,
-            s.prompt,
-            s.completion,
-        )
+        [model] = entry["models"]
+        assert_summary(model, per_day[dt.date.fromisoformat(entry["date"])], entry["date"])
+    assert [d["date"] for d in doc["dailyUsage"]] == [day.isoformat() for day in sorted(per_day)]
     for entry in doc["dailyUsage"]:
-        day = dt.date.fromisoformat(entry["date"])
-        assert entry["requests"] == (per_day[day].requests if day in per_day else 0), entry["date"]
+        assert entry["requests"] == per_day[dt.date.fromisoformat(entry["date"])].requests, entry["date"]
 
 
 async def test_the_model_breakdown_reports_the_unknown_model(mgr: CacheManager, oracle: Oracle) -> None:
@@ -276,12 +267,12 @@ async def test_the_model_breakdown_reports_the_unknown_model(mgr: CacheManager, 
     items = await breakdown_items(mgr, "model", query())
     expected = await oracle.group("model")
     assert set(items) == set(expected)
-    assert items[UNKNOWN_MODEL]["requests"] == requests
+    assert items[UNKNOWN_MODEL]["metrics"]["requests"] == requests
     assert items[UNKNOWN_MODEL]["provider"] == UNKNOWN_PROVIDER
     for model, s in expected.items():
         assert s.providers == 1, f"{model} has one provider in the seeded data"
         assert items[model]["provider"] == s.provider, model
-        assert_metrics(items[model], s, model)
+        assert_metrics(items[model]["metrics"], s, model)
     cost = (await mgr.analytics(query())).value["totalCost"]["byModel"]
     assert set(cost) == set(expected)
     assert close(cost[UNKNOWN_MODEL], expected[UNKNOWN_MODEL].spend)
@@ -301,13 +292,13 @@ async def test_the_provider_of_local_phi_4_is_inferred_as_local(mgr: CacheManage
 
     models = await breakdown_items(mgr, "model", query())
     assert models[LOCAL_MODEL]["provider"] == "local"
-    assert models[LOCAL_MODEL]["requests"] == requests
+    assert models[LOCAL_MODEL]["metrics"]["requests"] == requests
 
     expected = (await oracle.group("provider", where="provider = 'local'"))["local"]
     assert expected.requests == requests, "only local/phi-4 is served by 'local'"
     providers = await breakdown_items(mgr, "provider", query())
-    assert_metrics(providers["local"], expected, "local")
-    assert providers["local"]["models"] == expected.models == 1
+    assert_metrics(providers["local"]["metrics"], expected, "local")
+    assert providers["local"]["metrics"]["models"] == expected.models == 1
 
     doc = (await mgr.analytics(query(providers=["local"]))).value
     assert doc["totalRequests"] == requests
@@ -325,8 +316,8 @@ async def test_the_provider_breakdown_infers_empty_and_null_providers(mgr: Cache
     items = await breakdown_items(mgr, "provider", query())
     assert set(items) == set(expected)
     for provider, s in expected.items():
-        assert_metrics(items[provider], s, provider)
-        assert items[provider]["models"] == s.models, provider
+        assert_metrics(items[provider]["metrics"], s, provider)
+        assert items[provider]["metrics"]["models"] == s.models, provider
     cost = (await mgr.analytics(query())).value["totalCost"]["byProvider"]
     assert set(cost) == set(expected)
     for provider, s in expected.items():
@@ -353,13 +344,15 @@ async def test_the_unmapped_user_has_every_key_absent_from_api_keys(mgr: CacheMa
     assert same((await oracle.group("user_id"))[UNMAPPED_USER_ID], expected)
 
     users = await breakdown_items(mgr, "user", query())
-    unmapped = users[UNMAPPED_USER_ID]
-    assert_metrics(unmapped, expected, UNMAPPED_USER_ID)
-    assert unmapped["apiKeys"] == len(per_key), "the empty key counts as one key of its own"
+    unmapped = users[UNKNOWN_USER_ID]
+    assert (unmapped["username"], unmapped["email"]) == ("Unknown User", "unknown@system.local")
+    assert_metrics(unmapped["metrics"], expected, UNMAPPED_USER_ID)
+    keys = unmapped["metrics"]["apiKeys"]
+    assert {k["keyId"] for k in keys} == set(per_key), "the empty key counts as one key of its own"
     assert "default_user_id" not in users
 
     doc = (await mgr.analytics(query())).value
-    assert close(doc["totalCost"]["byUser"][UNMAPPED_USER_ID], expected.spend)
+    assert close(doc["totalCost"]["byUser"][UNKNOWN_USER_ID], expected.spend)
     filtered = (await mgr.analytics(query(users=[UNMAPPED_USER_ID]))).value
     assert filtered["totalRequests"] == expected.requests
     assert close(filtered["totalCost"]["total"], expected.spend)
@@ -379,10 +372,11 @@ async def test_empty_api_key_usage_is_counted_under_the_key_id_empty_string(mgr:
         doc = (await mgr.analytics(query(users=[UNMAPPED_USER_ID], models=[model]))).value
         assert doc["totalRequests"] == sum(s.requests for s in per_key.values()), model
         assert close(doc["totalCost"]["total"], sum(s.spend for s in per_key.values())), model
-        # The top API key of that view is the SQL's (most requests, then spend, then key id), '' a key like any.
-        top_key, top = min(per_key.items(), key=lambda kv: (-kv[1].requests, -kv[1].spend, kv[0]))
+        # The top API key of that view is the SQL's (most spend, then requests, then key id), '' a key like any.
+        active = [kv for kv in per_key.items() if kv[1].requests > 0]
+        top_key, top = min(active, key=lambda kv: (-kv[1].spend, -kv[1].requests, kv[0]))
         top_doc = doc["topMetrics"]["topApiKey"]
-        assert (top_doc["apiKey"], top_doc["keyAlias"], top_doc["userId"]) == (top_key, None, UNMAPPED_USER_ID)
+        assert (top_doc["keyId"], top_doc["keyAlias"], top_doc["userId"]) == (top_key, top_key, UNKNOWN_USER_ID)
         assert top_doc["requests"] == top.requests
         assert close(top_doc["cost"], top.spend)
 
@@ -416,8 +410,8 @@ async def test_rows_that_differ_only_by_endpoint_are_summed(mgr: CacheManager, o
     )
     assert len({endpoint for endpoint, *_ in rows}) == len(rows) >= 2
     doc = (await mgr.analytics(query(models=[model], keys=[key]))).value
-    day = [e for e in doc["dailyModelUsage"] if e["date"] == date]
-    assert [(e["model"], e["requests"], e["promptTokens"], e["completionTokens"]) for e in day] == [
+    day = [m for e in doc["dailyModelUsage"] if e["date"] == date for m in e["models"]]
+    assert [(m["modelId"], m["requests"], m["prompt_tokens"], m["completion_tokens"]) for m in day] == [
         (model, sum(r[1] for r in rows), sum(r[2] for r in rows), sum(r[3] for r in rows))
     ]
     per_day = await oracle.group(
@@ -446,12 +440,13 @@ async def test_odd_rows_read_the_same_from_every_tier(manager: CacheManager, fre
     def check(doc: dict[str, Any], users: dict[str, dict[str, Any]], where: str) -> None:
         assert doc["totalRequests"] == total.requests, where
         assert close(doc["totalCost"]["total"], total.spend), where
-        assert close(doc["totalCost"]["byUser"][UNMAPPED_USER_ID], unmapped.spend), where
+        assert close(doc["totalCost"]["byUser"][UNKNOWN_USER_ID], unmapped.spend), where
         assert close(doc["totalCost"]["byModel"][UNKNOWN_MODEL], unknown.spend), where
         assert close(doc["totalCost"]["byProvider"]["local"], local.spend), where
-        assert sum(e["requests"] for e in doc["dailyModelUsage"] if e["model"] == UNKNOWN_MODEL) == unknown.requests
-        assert users[UNMAPPED_USER_ID]["requests"] == unmapped.requests, where
-        assert users[UNMAPPED_USER_ID]["apiKeys"] == unmapped.keys, where
+        daily_models = [m for e in doc["dailyModelUsage"] for m in e["models"]]
+        assert sum(m["requests"] for m in daily_models if m["modelId"] == UNKNOWN_MODEL) == unknown.requests
+        assert users[UNKNOWN_USER_ID]["metrics"]["requests"] == unmapped.requests, where
+        assert len(users[UNKNOWN_USER_ID]["metrics"]["apiKeys"]) == unmapped.keys, where
 
     q = query()
     cold = await manager.analytics(q)

@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import os
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -27,7 +28,7 @@ from litemaas_cache.redis_tier.breaker import BreakerState
 from tests.support.redis_server import RedisServer, free_port
 
 OpenManager = Callable[..., Awaitable[CacheManager]]
-CLI = str(Path(__file__).resolve().parent.parent / ".venv" / "bin" / "litemaas-cache")
+CLI = str(Path(sys.executable).with_name("litemaas-cache"))  # the console script beside this interpreter
 SOURCE = '"LiteLLM_DailyUserSpend"'
 # Quick failure detection for tests: short timeouts, a fast first probe.
 FAST = {"redis_socket_timeout": 0.25, "redis_breaker_reset_seconds": 0.2}

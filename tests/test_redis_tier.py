@@ -49,7 +49,7 @@ async def test_first_read_computes_then_redis_answers_every_manager(
     # another query over the same days reuses the day entries: computed, but without PostgreSQL or the source
     by_model = await second.breakdown("model", query, Page())
     assert by_model.tier == "redis"
-    assert sum(i["requests"] for i in by_model.value["items"]) == cold.value["totalRequests"]
+    assert sum(row["metrics"]["requests"] for row in by_model.value["data"]) == cold.value["totalRequests"]
     assert second.counters.local.get("day:postgres:hit", 0) == 0
     assert second.counters.local.get("day:source:computed", 0) == 0
 
@@ -128,7 +128,7 @@ async def test_filtered_queries_and_breakdowns_are_cached_separately(
     manager = await open_manager(fresh_dsn, **redis_target)
     days = _last(14, utc_today() - dt.timedelta(days=3))
     everything = await manager.analytics(_query(days))
-    model = everything.value["topModels"][0]["model"]
+    model = everything.value["topModels"][0]["modelId"]
     filtered_query = _query(days, model_ids=[model])
     filtered = await manager.analytics(filtered_query)
     assert filtered.tier == "redis", "the days are in Redis already; only the result is computed"
@@ -138,7 +138,7 @@ async def test_filtered_queries_and_breakdowns_are_cached_separately(
     before = manager.counters.local["computations"]
     pages = [await manager.breakdown("user", _query(days), Page(n, 7)) for n in (1, 2, 3)]
     assert manager.counters.local["computations"] == before + 1, "pages of one breakdown share one cached list"
-    assert sum(len(p.value["items"]) for p in pages) == min(21, pages[0].value["pagination"]["total"])
+    assert sum(len(p.value["data"]) for p in pages) == min(21, pages[0].value["pagination"]["total"])
     assert {p.tier for p in pages[1:]} == {"redis"}
 
 

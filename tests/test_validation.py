@@ -134,21 +134,23 @@ def test_valid_ids_are_normalised() -> None:
     [
         ({"number": 0}, "page"),
         ({"number": -3}, "page"),
-        ({"size": 0}, "pageSize"),
-        ({"size": 501}, "pageSize"),
+        ({"limit": 0}, "limit"),
+        ({"limit": 201}, "limit"),
         ({"sort_by": "bogus"}, "sortBy"),
-        ({"sort_by": "Requests"}, "sortBy"),
+        ({"sort_by": "TotalTokens"}, "sortBy"),
+        ({"sort_by": "modelName"}, "sortBy"),  # a sort field of the model breakdown, not the user one
     ],
 )
 def test_bad_page(kwargs: dict[str, Any], field: str) -> None:
     with pytest.raises(InvalidRequest) as info:
-        Page(**kwargs)
+        Page(**kwargs).check("user")
     assert info.value.field == field
 
 
 def test_good_pages() -> None:
-    assert Page(1, 500, "name", False).size == 500
-    assert Page(7, 1, "successRate").number == 7
+    assert Page(1, 200, "username", False).check("user").limit == 200
+    assert Page(7, 1, "totalCost").check("provider").number == 7
+    assert Page().sort_by == "totalTokens"
 
 
 def test_unknown_preset() -> None:

@@ -1,13 +1,16 @@
-"""The admin analytics document and the breakdowns, built from a range's folded aggregates (pure; no I/O).
+"""The admin analytics document, the breakdown rows and the filter options, in LiteMaaS's wire shapes, built from a
+range's folded aggregates (pure; no I/O). webapi/models.py declares these shapes; this module fills them.
 
 engine.py reduces a range to a RangeSummary at (user, key, model, provider) grain; everything here groups that
-summary (tens of thousands of cells at most, whatever the range's length) and shapes the answer.
+summary (tens of thousands of cells at most, whatever the range's length) and shapes the answer. Where LiteMaaS
+computes something wrongly, this does it right; docs/litemaas-compatibility.md lists each difference.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
@@ -15,13 +18,41 @@ import polars as pl
 from .dates import DateRange
 from .engine import RangeSummary, distinct_active
 from .errors import InvalidRequest
-from .frames import SUMS
+from .frames import ACTIVE, SUMS
 from .source import UserInfo
-from .vocabulary import Dimension
+from .vocabulary import (
+    DEFAULT_ROLE,
+    UNKNOWN_USER_EMAIL,
+    UNKNOWN_USER_ID,
+    UNKNOWN_USERNAME,
+    UNMAPPED_USER_ID,
+    Dimension,
+)
 
 TOP_MODELS = 10
 TOP_USERS = 5
-MAX_PAGE_SIZE = 500
+MAX_PAGE_LIMIT = 200
+DEFAULT_PAGE_LIMIT = 50
+DEFAULT_SORT = "totalTokens"
+
+Row = dict[str, Any]
+_METRIC_SORTS: dict[str, Callable[[Row], Any]] = {
+    "totalRequests": lambda r: r["metrics"]["requests"],
+    "totalTokens": lambda r: r["metrics"]["tokens"]["total"],
+    "promptTokens": lambda r: r["metrics"]["tokens"]["prompt"],
+    "completionTokens": lambda r: r["metrics"]["tokens"]["completion"],
+    "totalCost": lambda r: r["metrics"]["cost"],
+}
+_NAME_SORTS: dict[Dimension, tuple[str, Callable[[Row], Any]]] = {
+    "user": ("username", lambda r: r["username"].casefold()),
+    "model": ("modelName", lambda r: r["modelName"].casefold()),
+    "provider": ("providerName", lambda r: r["provider"].casefold()),
+}
+SORT_FIELDS: dict[Dimension, tuple[str, ...]] = {
+    dimension: (*_METRIC_SORTS, name) for dimension, (name, _) in _NAME_SORTS.items()
+}
+"""The sortBy values of each breakdown (LiteMaaS's; names compare case-insensitively)."""
+_IDENTITY = {"user": "userId", "model": "modelId", "provider": "provider"}
 
 
 def money(value: float) -> float:
@@ -29,231 +60,351 @@ def money(value: float) -> float:
 
 
 def success_rate(successful: int, requests: int) -> float:
-    return round(100.0 * successful / requests, 2) if requests else 0.0
+    """Successful requests as a percentage of all requests (0 when there are none), unrounded as LiteMaaS sends it."""
+    return 100.0 * successful / requests if requests else 0.0
 
 
-def metrics(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The metric fields of a row of sums."""
+def tokens(row: Mapping[str, Any]) -> dict[str, int]:
+    return {"total": row["prompt"] + row["completion"], "prompt": row["prompt"], "completion": row["completion"]}
+
+
+def _day_start(day: dt.date | None) -> str | None:
+    """A day as the ISO timestamp of its UTC midnight (LiteMaaS's lastActive / lastUsed)."""
+    return None if day is None else f"{day.isoformat()}T00:00:00.000Z"
+
+
+@dataclass(frozen=True)
+class TrendRule:
+    """LiteMaaS's trend rule: |change| within `stable_percent` is stable; the change is sent rounded."""
+
+    stable_percent: float = 1.0
+    precision: int = 2
+
+    def trend(self, metric: str, current: float, previous: float) -> dict[str, Any]:
+        """The change against the previous period; a previous value of 0 gives 100 % up (or 0 % stable)."""
+        if not previous:
+            change = 100.0 if current else 0.0
+            direction = "up" if current else "stable"
+        else:
+            change = 100.0 * (current - previous) / previous
+            direction = "stable" if abs(change) <= self.stable_percent else "up" if change > 0 else "down"
+        return {
+            "metric": metric,
+            "current": current,
+            "previous": previous,
+            "percentageChange": round(change, self.precision),
+            "direction": direction,
+        }
+
+
+@dataclass(frozen=True)
+class Labels:
+    """What LiteMaaS's tables say about the ids in a summary: users, key aliases, and the users it knows."""
+
+    users: Mapping[str, UserInfo] = field(default_factory=dict)
+    key_aliases: Mapping[str, str] = field(default_factory=dict)
+    total_users: int | None = None  # the analytics document's totalUsers (see count_users)
+
+    def user(self, user_id: str) -> dict[str, str]:
+        """userId, username, email and role as LiteMaaS shows them; our unmapped user is its Unknown User."""
+        if user_id == UNMAPPED_USER_ID:
+            return {
+                "userId": UNKNOWN_USER_ID,
+                "username": UNKNOWN_USERNAME,
+                "email": UNKNOWN_USER_EMAIL,
+                "role": DEFAULT_ROLE,
+            }
+        info = self.users.get(user_id)
+        return {
+            "userId": user_id,
+            "username": (info.username if info else None) or user_id,
+            "email": (info.email if info else None) or "",
+            "role": (info.role if info else None) or DEFAULT_ROLE,
+        }
+
+    def key_alias(self, key: str) -> str:
+        """The key's LiteLLM alias, else its hash (what an apiKeyIds filter accepts for it)."""
+        return self.key_aliases.get(key, key)
+
+
+def _summary_numbers(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The five numbers of LiteMaaS's UserSummary / ModelSummary."""
     return {
         "requests": row["requests"],
-        "successfulRequests": row["successful"],
-        "failedRequests": row["failed"],
-        "totalTokens": row["prompt"] + row["completion"],
-        "promptTokens": row["prompt"],
-        "completionTokens": row["completion"],
+        "tokens": row["prompt"] + row["completion"],
+        "prompt_tokens": row["prompt"],
+        "completion_tokens": row["completion"],
         "cost": money(row["spend"]),
-        "successRate": success_rate(row["successful"], row["requests"]),
     }
 
 
-def trend(current: float, previous: float) -> dict[str, Any]:
-    """LiteMaaS's trend shape: the change against the previous period of equal length."""
-    if previous:
-        change = round(100.0 * (current - previous) / previous, 2)
-    else:
-        change = 100.0 if current else 0.0
-    direction = "up" if current > previous else "down" if current < previous else "stable"
-    return {"current": current, "previous": previous, "percentageChange": change, "direction": direction}
+def _model_summary(row: Mapping[str, Any]) -> Row:
+    return {"modelId": row["model"], "modelName": row["model"], "provider": row["provider"], **_summary_numbers(row)}
 
 
-def period(days: DateRange) -> dict[str, Any]:
-    return {"startDate": days.start.isoformat(), "endDate": days.end.isoformat(), "days": days.days}
-
-
-def _ranked(frame: pl.DataFrame, name: str, limit: int | None = None) -> list[dict[str, Any]]:
-    """Rows by requests, then spend (descending), then name: a stable order for ties."""
-    ordered = frame.sort(["requests", "spend", name], descending=[True, True, False], nulls_last=True)
+def _by_cost(frame: pl.DataFrame, name: str, limit: int | None = None) -> list[Row]:
+    """Rows with requests, by spend, then requests (descending), then name: a stable order for ties."""
+    ordered = frame.filter(ACTIVE).sort(["spend", "requests", name], descending=[True, True, False])
     return (ordered if limit is None else ordered.head(limit)).to_dicts()
 
 
-def _user_fields(user_id: str, users: Mapping[str, UserInfo]) -> dict[str, Any]:
-    info = users.get(user_id)
-    return {"userId": user_id, "username": info.username if info else user_id, "email": info.email if info else None}
-
-
-def _by_model(grain: pl.DataFrame) -> pl.DataFrame:
-    """Per model: sums, distinct active users, and the provider that served most of its requests."""
-    return grain.group_by("model").agg(
-        *SUMS,
-        distinct_active("user").alias("users"),
-        pl.col("provider").sort_by(["requests", "provider"], descending=[True, False]).first(),
+def _with_provider(frame: pl.DataFrame, *keys: str, extra: Sequence[pl.Expr] = ()) -> pl.DataFrame:
+    """Sums per `keys`, with the provider that served most of the group's requests (a model may have several)."""
+    return frame.group_by(*keys).agg(
+        *SUMS, *extra, pl.col("provider").sort_by(["requests", "provider"], descending=[True, False]).first()
     )
 
 
+def _top_users(summary: RangeSummary) -> list[Row]:
+    return _by_cost(summary.grain.group_by("user").agg(SUMS), "user", TOP_USERS)
+
+
+def _top_user(by_user: pl.DataFrame) -> list[Row]:
+    """LiteMaaS's topUser is never the Unknown User."""
+    return _by_cost(by_user.filter(pl.col("user") != UNMAPPED_USER_ID), "user", 1)
+
+
+def _top_key(summary: RangeSummary) -> list[Row]:
+    by_key = summary.grain.group_by("key").agg(*SUMS, pl.col("user").first())
+    return _by_cost(by_key, "key", 1)
+
+
 def users_needed(summary: RangeSummary, dimension: Dimension | None) -> list[str]:
-    """The users whose name and email the answer shows: all of a by-user breakdown, else the top users."""
+    """The users whose name, email and role the answer shows: all of a by-user breakdown, else the tops'."""
     by_user = summary.grain.group_by("user").agg(SUMS)
     if dimension == "user":
         return by_user["user"].to_list()
     if dimension is None:
-        return [row["user"] for row in _ranked(by_user, "user", TOP_USERS)]
+        tops = [*_top_users(summary), *_top_user(by_user), *_top_key(summary)]
+        return sorted({row["user"] for row in tops})
     return []
 
 
-def top_key(summary: RangeSummary) -> str | None:
-    """The API key with the most requests (ties: spend, then key)."""
-    ranked = _ranked(summary.grain.group_by("key").agg(SUMS), "key", 1)
-    return ranked[0]["key"] if ranked else None
+def keys_needed(summary: RangeSummary, dimension: Dimension | None) -> list[str]:
+    """The API keys whose alias the answer shows: all of a by-user breakdown's, else the top key."""
+    if dimension == "user":
+        return summary.grain.filter(ACTIVE)["key"].unique().to_list()
+    if dimension is None:
+        return [row["key"] for row in _top_key(summary)]
+    return []
 
 
-def analytics_document(
-    days: DateRange, summary: RangeSummary, users: Mapping[str, UserInfo], key_alias: str | None
-) -> dict[str, Any]:
-    """The full admin analytics document (camelCase) for `days`."""
+def active_users(summary: RangeSummary) -> list[str]:
+    return summary.grain.filter(ACTIVE)["user"].unique().to_list()
+
+
+def analytics_document(days: DateRange, summary: RangeSummary, labels: Labels, rule: TrendRule) -> Row:
+    """LiteMaaS's AnalyticsResponse for `days` (every filter, providerIds included, applies to every part)."""
     grain = summary.grain
     total = grain.select(SUMS).row(0, named=True)
-    active_users = grain.select(distinct_active("user")).item()
-    by_user = grain.group_by("user").agg(*SUMS, distinct_active("model").alias("models"))
-    by_model = _by_model(grain)
-    by_provider = grain.group_by("provider").agg(SUMS)
-    by_key = grain.group_by("key").agg(*SUMS, pl.col("user").first())
+    active = grain.select(distinct_active("user")).item()
+    by_user = grain.group_by("user").agg(SUMS)
+    by_model = _with_provider(grain, "model")
     previous = summary.previous_totals
 
-    def user_entry(row: dict[str, Any]) -> dict[str, Any]:
-        return {
-            **_user_fields(row["user"], users),
-            "requests": row["requests"],
-            "totalTokens": row["prompt"] + row["completion"],
-            "cost": money(row["spend"]),
-            "models": row["models"],
-        }
+    def user_summary(row: Row) -> Row:
+        return {**labels.user(row["user"]), **_summary_numbers(row)}
 
-    def model_entry(row: dict[str, Any]) -> dict[str, Any]:
-        return {"model": row["model"], "provider": row["provider"], **metrics(row), "users": row["users"]}
+    def spend_by(frame: pl.DataFrame, name: str, label: Callable[[str], str] = str) -> dict[str, float]:
+        return {label(n): money(v) for n, v in frame.sort(name).select(name, "spend").iter_rows()}
 
-    def spend_by(frame: pl.DataFrame, name: str) -> dict[str, float]:
-        return {n: money(v) for n, v in frame.sort(name).select(name, "spend").iter_rows()}
-
-    top_user = _ranked(by_user, "user", 1)
-    top_model = _ranked(by_model, "model", 1)
-    top_key = _ranked(by_key, "key", 1)
+    top_user, top_model, top_key = _top_user(by_user), _by_cost(by_model, "model", 1), _top_key(summary)
     total_tokens, previous_tokens = total["prompt"] + total["completion"], previous["prompt"] + previous["completion"]
-    daily = {row["day"]: row for row in summary.daily.iter_rows(named=True)}
-    empty_day = {**dict.fromkeys(("requests", "successful", "failed", "prompt", "completion"), 0), "spend": 0.0}
     return {
-        "period": period(days),
-        "totalUsers": by_user.height,
-        "activeUsers": active_users,
+        "period": {"startDate": days.start.isoformat(), "endDate": days.end.isoformat()},
+        "totalUsers": active if labels.total_users is None else labels.total_users,
+        "activeUsers": active,
         "totalRequests": total["requests"],
-        "totalTokens": {"total": total_tokens, "prompt": total["prompt"], "completion": total["completion"]},
+        "totalTokens": tokens(total),
         "totalCost": {
             "total": money(total["spend"]),
-            "byProvider": spend_by(by_provider, "provider"),
+            "byProvider": spend_by(grain.group_by("provider").agg(SUMS), "provider"),
             "byModel": spend_by(by_model, "model"),
-            "byUser": spend_by(by_user, "user"),
+            "byUser": spend_by(by_user, "user", lambda user: labels.user(user)["userId"]),
         },
         "successRate": success_rate(total["successful"], total["requests"]),
+        "averageLatency": 0,  # LiteLLM's daily table has no latency column
         "topMetrics": {
-            "topUser": user_entry(top_user[0]) if top_user else None,
-            "topModel": model_entry(top_model[0]) if top_model else None,
-            "topApiKey": {
-                "apiKey": top_key[0]["key"],
-                "keyAlias": key_alias,
-                "userId": top_key[0]["user"],
-                "requests": top_key[0]["requests"],
-                "cost": money(top_key[0]["spend"]),
-            }
-            if top_key
-            else None,
+            "topUser": user_summary(top_user[0]) if top_user else None,
+            "topModel": _model_summary(top_model[0]) if top_model else None,
+            "topApiKey": _api_key_summary(top_key[0], labels) if top_key else None,
         },
         "trends": {
-            "requests": trend(total["requests"], previous["requests"]),
-            "cost": trend(money(total["spend"]), money(previous["spend"])),
-            "users": trend(active_users, summary.previous_active_users),
-            "totalTokens": trend(total_tokens, previous_tokens),
-            "promptTokens": trend(total["prompt"], previous["prompt"]),
-            "completionTokens": trend(total["completion"], previous["completion"]),
+            f"{metric}Trend": rule.trend(metric, current, before)
+            for metric, current, before in (
+                ("requests", total["requests"], previous["requests"]),
+                ("cost", money(total["spend"]), money(previous["spend"])),
+                ("users", active, summary.previous_active_users),
+                ("totalTokens", total_tokens, previous_tokens),
+                ("promptTokens", total["prompt"], previous["prompt"]),
+                ("completionTokens", total["completion"], previous["completion"]),
+            )
         },
         "dailyUsage": [
-            {
-                "date": day.isoformat(),
-                **metrics(daily.get(day, empty_day)),
-                "activeUsers": daily[day]["activeUsers"] if day in daily else 0,
-            }
-            for day in days
+            {"date": row["day"].isoformat(), **_summary_numbers(row)}
+            for row in summary.daily.filter(ACTIVE).sort("day").iter_rows(named=True)
         ],
-        "dailyModelUsage": [
-            {
-                "date": row["day"].isoformat(),
-                "model": row["model"],
-                "provider": row["provider"],
-                "requests": row["requests"],
-                "totalTokens": row["prompt"] + row["completion"],
-                "promptTokens": row["prompt"],
-                "completionTokens": row["completion"],
-                "cost": money(row["spend"]),
-            }
-            for row in summary.daily_models.sort("day", "model", "provider").iter_rows(named=True)
-        ],
-        "topModels": [model_entry(row) for row in _ranked(by_model, "model", TOP_MODELS)],
-        "topUsers": [user_entry(row) for row in _ranked(by_user, "user", TOP_USERS)],
+        "dailyModelUsage": _daily_model_usage(summary.daily_models),
+        "topModels": [_model_summary(row) for row in _by_cost(by_model, "model", TOP_MODELS)],
+        "topUsers": [user_summary(row) for row in _top_users(summary)],
     }
 
 
-def breakdown_items(dimension: Dimension, summary: RangeSummary, users: Mapping[str, UserInfo]) -> list[dict[str, Any]]:
-    """Every item of a by-user / by-model / by-provider breakdown, unpaginated and unsorted."""
+def _api_key_summary(row: Row, labels: Labels) -> Row:
+    owner = labels.user(row["user"])
+    return {
+        "keyId": row["key"],
+        "keyAlias": labels.key_alias(row["key"]),
+        "userId": owner["userId"],
+        "username": owner["username"],
+        "requests": row["requests"],
+        "tokens": row["prompt"] + row["completion"],
+        "cost": money(row["spend"]),
+    }
+
+
+def _daily_model_usage(daily_models: pl.DataFrame) -> list[Row]:
+    """Per day with requests, its models with requests, most requests first."""
+    rows = _with_provider(daily_models, "day", "model").filter(ACTIVE)
+    days: dict[dt.date, list[Row]] = {}
+    for row in rows.sort(["day", "requests", "model"], descending=[False, True, False]).iter_rows(named=True):
+        days.setdefault(row["day"], []).append(_model_summary(row))
+    return [{"date": day.isoformat(), "models": models} for day, models in days.items()]
+
+
+def breakdown_rows(dimension: Dimension, summary: RangeSummary, labels: Labels) -> list[Row]:
+    """Every row of a by-user / by-model / by-provider breakdown, unpaginated and unsorted."""
     grain = summary.grain
     if dimension == "user":
-        frame = grain.group_by("user").agg(
-            *SUMS, distinct_active("model").alias("models"), distinct_active("key").alias("apiKeys")
-        )
-        return [
-            {**_user_fields(row["user"], users), **metrics(row), "models": row["models"], "apiKeys": row["apiKeys"]}
-            for row in frame.iter_rows(named=True)
-        ]
+        return _user_rows(grain, labels)
     if dimension == "model":
+        frame = _with_provider(grain, "model", extra=[distinct_active("user").alias("users")])
         return [
-            {"model": row["model"], "provider": row["provider"], **metrics(row), "users": row["users"]}
-            for row in _by_model(grain).iter_rows(named=True)
+            {
+                "modelId": row["model"],
+                "modelName": row["model"],
+                "provider": row["provider"],
+                "metrics": {**_row_metrics(row), "users": row["users"]},
+            }
+            for row in frame.iter_rows(named=True)
         ]
     frame = grain.group_by("provider").agg(
         *SUMS, distinct_active("model").alias("models"), distinct_active("user").alias("users")
     )
     return [
-        {"provider": row["provider"], **metrics(row), "models": row["models"], "users": row["users"]}
+        {"provider": row["provider"], "metrics": {**_row_metrics(row), "models": row["models"], "users": row["users"]}}
         for row in frame.iter_rows(named=True)
     ]
 
 
-BREAKDOWN_SORT_FIELDS = ("requests", "cost", "totalTokens", "promptTokens", "completionTokens", "successRate")
+def _row_metrics(row: Mapping[str, Any]) -> Row:
+    return {
+        "requests": row["requests"],
+        "tokens": tokens(row),
+        "cost": money(row["spend"]),
+        "successRate": success_rate(row["successful"], row["requests"]),
+    }
+
+
+def _user_rows(grain: pl.DataFrame, labels: Labels) -> list[Row]:
+    """By-user rows, each with the models and API keys the user had requests on."""
+    models: dict[str, list[Row]] = {}
+    for row in _with_provider(grain, "user", "model").filter(ACTIVE).sort("model").iter_rows(named=True):
+        models.setdefault(row["user"], []).append(
+            {
+                "modelId": row["model"],
+                "modelName": row["model"],
+                "provider": row["provider"],
+                "requests": row["requests"],
+                "tokens": tokens(row),
+                "cost": money(row["spend"]),
+                "successRate": success_rate(row["successful"], row["requests"]),
+            }
+        )
+    keys: dict[str, list[Row]] = {}
+    by_key = grain.group_by("user", "key").agg(*SUMS, pl.col("last").max()).filter(ACTIVE).sort("key")
+    for row in by_key.iter_rows(named=True):
+        keys.setdefault(row["user"], []).append(
+            {
+                "keyId": row["key"],
+                "keyAlias": labels.key_alias(row["key"]),
+                "requests": row["requests"],
+                "tokens": tokens(row),
+                "cost": money(row["spend"]),
+                "lastUsed": _day_start(row["last"]),
+            }
+        )
+    return [
+        {
+            **labels.user(row["user"]),
+            "metrics": {
+                "requests": row["requests"],
+                "tokens": tokens(row),
+                "cost": money(row["spend"]),
+                "models": models.get(row["user"], []),
+                "apiKeys": keys.get(row["user"], []),
+                "lastActive": _day_start(row["last"]),
+            },
+        }
+        for row in grain.group_by("user").agg(*SUMS, pl.col("last").max()).iter_rows(named=True)
+    ]
+
+
+def filter_options(summary: RangeSummary, labels: Labels) -> Row:
+    """The models (by name) and users (by username) with requests in the range: LiteMaaS's filter choices."""
+    active = summary.grain.filter(ACTIVE)
+    users = [labels.user(user) for user in active["user"].unique().to_list()]
+    return {
+        "models": [
+            {"id": row["model"], "name": row["model"], "provider": row["provider"]}
+            for row in _with_provider(active, "model").sort("model").iter_rows(named=True)
+        ],
+        "users": [
+            {"userId": u["userId"], "username": u["username"], "email": u["email"]}
+            for u in sorted(users, key=lambda u: (u["username"].casefold(), u["userId"]))
+        ],
+    }
 
 
 @dataclass(frozen=True)
 class Page:
+    """One page of a breakdown: LiteMaaS's page (from 1), limit (1-200), sortBy and sortOrder."""
+
     number: int = 1
-    size: int = 50
-    sort_by: str = "requests"
+    limit: int = DEFAULT_PAGE_LIMIT
+    sort_by: str = DEFAULT_SORT
     descending: bool = True
 
     def __post_init__(self) -> None:
         if self.number < 1:
             raise InvalidRequest("page", f"{self.number} is not a page number (1 or more)")
-        if not 1 <= self.size <= MAX_PAGE_SIZE:
-            raise InvalidRequest("pageSize", f"{self.size} is outside 1..{MAX_PAGE_SIZE}")
-        if self.sort_by not in (*BREAKDOWN_SORT_FIELDS, "name"):
-            allowed = ", ".join((*BREAKDOWN_SORT_FIELDS, "name"))
+        if not 1 <= self.limit <= MAX_PAGE_LIMIT:
+            raise InvalidRequest("limit", f"{self.limit} is outside 1..{MAX_PAGE_LIMIT}")
+
+    def check(self, dimension: Dimension) -> Page:
+        """This page, when its sortBy is one of the breakdown's fields; else InvalidRequest naming sortBy."""
+        if self.sort_by not in SORT_FIELDS[dimension]:
+            allowed = ", ".join(SORT_FIELDS[dimension])
             raise InvalidRequest("sortBy", f"{self.sort_by!r} is not one of {allowed}")
+        return self
 
 
-def paginate(dimension: Dimension, days: DateRange, items: Sequence[dict[str, Any]], page: Page) -> dict[str, Any]:
-    """Sort and cut one page of a breakdown; ties break on the item's name so pages are stable."""
-    name_field = {"user": "userId", "model": "model", "provider": "provider"}[dimension]
-    if page.sort_by == "name":
-        ordered = sorted(items, key=lambda i: i[name_field], reverse=page.descending)
-    else:
-        ordered = sorted(items, key=lambda i: i[name_field])
-        ordered.sort(key=lambda i: i[page.sort_by], reverse=page.descending)
-    first = (page.number - 1) * page.size
+def paginate(dimension: Dimension, rows: Sequence[Row], page: Page) -> Row:
+    """Sort (stably: ties keep the rows' id order) and cut one page, in LiteMaaS's {data, pagination} envelope."""
+    page.check(dimension)
+    ordered = sorted(rows, key=lambda r: r[_IDENTITY[dimension]])
+    name, name_key = _NAME_SORTS[dimension]
+    ordered.sort(key=name_key if page.sort_by == name else _METRIC_SORTS[page.sort_by], reverse=page.descending)
+    first = (page.number - 1) * page.limit
+    total = len(ordered)
     return {
-        "period": period(days),
-        "dimension": dimension,
-        "items": ordered[first : first + page.size],
+        "data": ordered[first : first + page.limit],
         "pagination": {
             "page": page.number,
-            "pageSize": page.size,
-            "total": len(ordered),
-            "totalPages": (len(ordered) + page.size - 1) // page.size,
+            "limit": page.limit,
+            "total": total,
+            "totalPages": (total + page.limit - 1) // page.limit,
+            "hasNext": page.number * page.limit < total,
+            "hasPrevious": page.number > 1,
         },
-        "sortBy": page.sort_by,
-        "sortOrder": "desc" if page.descending else "asc",
     }

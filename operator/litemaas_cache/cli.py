@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import sys
 import time
@@ -126,8 +127,14 @@ def analytics(
     api_key: Annotated[list[str] | None, typer.Option("--api-key", help="Filter: key alias or hash.")] = None,
     by: Annotated[str | None, typer.Option("--by", help="Breakdown by user, model or provider.")] = None,
     page: Annotated[int, typer.Option(help="Breakdown page (1-based).")] = 1,
-    page_size: Annotated[int, typer.Option(help="Breakdown page size.")] = 50,
-    sort_by: Annotated[str, typer.Option(help="Breakdown sort field.")] = "requests",
+    limit: Annotated[int, typer.Option("--limit", "--page-size", help="Breakdown rows per page (1-200).")] = 50,
+    sort_by: Annotated[
+        str,
+        typer.Option(
+            help="Breakdown sort field: totalRequests, totalTokens, promptTokens, completionTokens, "
+            "totalCost, or username / modelName / providerName."
+        ),
+    ] = "totalTokens",
     ascending: Annotated[bool, typer.Option("--asc", help="Sort the breakdown ascending.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON document; the tier goes to stderr.")] = False,
 ) -> None:
@@ -148,8 +155,7 @@ def analytics(
         if by is None:
             answer = await manager.analytics(query)
         else:
-            page_spec = Page(page, page_size, sort_by, not ascending)
-            answer = await manager.breakdown(_dimension(by), query, page_spec)
+            answer = await manager.breakdown(_dimension(by), query, Page(page, limit, sort_by, not ascending))
         took = f"{answer.tier} in {(time.perf_counter() - started) * 1000:.1f} ms"
         if as_json:
             _print_json(answer.value)
@@ -157,50 +163,55 @@ def analytics(
         elif by is None:
             _print_analytics(answer.value, took)
         else:
-            _print_breakdown(answer.value, took)
+            _print_breakdown(_dimension(by), answer.value, took)
 
     _manager_call(go)
 
 
 def _print_analytics(doc: dict[str, Any], tier: str) -> None:
     period = doc["period"]
-    table = Table(title=f"Usage {period['startDate']} .. {period['endDate']} ({period['days']} days)")
+    days = (dt.date.fromisoformat(period["endDate"]) - dt.date.fromisoformat(period["startDate"])).days + 1
+    table = Table(title=f"Usage {period['startDate']} .. {period['endDate']} ({days} days)")
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("vs previous", justify="right")
     trends = doc["trends"]
     rows = [
-        ("requests", f"{doc['totalRequests']:,}", trends["requests"]),
-        ("tokens", f"{doc['totalTokens']['total']:,}", trends["totalTokens"]),
-        ("cost ($)", f"{doc['totalCost']['total']:,.2f}", trends["cost"]),
-        ("active users", f"{doc['activeUsers']} of {doc['totalUsers']}", trends["users"]),
+        ("requests", f"{doc['totalRequests']:,}", trends["requestsTrend"]),
+        ("tokens", f"{doc['totalTokens']['total']:,}", trends["totalTokensTrend"]),
+        ("cost ($)", f"{doc['totalCost']['total']:,.2f}", trends["costTrend"]),
+        ("active users", f"{doc['activeUsers']} of {doc['totalUsers']}", trends["usersTrend"]),
         ("success rate", f"{doc['successRate']:.2f}%", None),
     ]
     for name, value, change in rows:
         table.add_row(name, value, f"{change['percentageChange']:+.2f}%" if change else "")
     out.print(table)
-    top = Table(title="Top models")
+    top = Table(title="Top models (by cost)")
     for column in ("model", "provider", "requests", "tokens", "cost ($)"):
         top.add_column(column, justify="right" if column not in ("model", "provider") else "left")
     for m in doc["topModels"]:
-        top.add_row(m["model"], m["provider"], f"{m['requests']:,}", f"{m['totalTokens']:,}", f"{m['cost']:,.2f}")
+        top.add_row(m["modelName"], m["provider"], f"{m['requests']:,}", f"{m['tokens']:,}", f"{m['cost']:,.2f}")
     out.print(top)
     out.print(f"answered by: {tier}")
 
 
-def _print_breakdown(doc: dict[str, Any], tier: str) -> None:
-    name = {"user": "username", "model": "model", "provider": "provider"}[doc["dimension"]]
+_ROW_NAME = {"user": "username", "model": "modelName", "provider": "provider"}
+
+
+def _print_breakdown(dimension: Dimension, doc: dict[str, Any], tier: str) -> None:
     p = doc["pagination"]
-    table = Table(title=f"By {doc['dimension']} (page {p['page']}/{max(p['totalPages'], 1)}, {p['total']} items)")
-    for column in (doc["dimension"], "requests", "tokens", "cost ($)", "success"):
-        table.add_column(column, justify="left" if column == doc["dimension"] else "right")
-    for item in doc["items"]:
+    table = Table(title=f"By {dimension} (page {p['page']}/{max(p['totalPages'], 1)}, {p['total']} rows)")
+    for column in (dimension, "requests", "tokens", "cost ($)", "success"):
+        table.add_column(column, justify="left" if column == dimension else "right")
+    for row in doc["data"]:
+        metrics = row["metrics"]
+        success = metrics.get("successRate")  # a user row has it per model only
         table.add_row(
-            str(item[name]),
-            f"{item['requests']:,}",
-            f"{item['totalTokens']:,}",
-            f"{item['cost']:,.2f}",
-            f"{item['successRate']:.2f}%",
+            str(row[_ROW_NAME[dimension]]),
+            f"{metrics['requests']:,}",
+            f"{metrics['tokens']['total']:,}",
+            f"{metrics['cost']:,.2f}",
+            "-" if success is None else f"{success:.2f}%",
         )
     out.print(table)
     out.print(f"answered by: {tier}")

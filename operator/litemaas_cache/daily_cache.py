@@ -68,9 +68,12 @@ class FreshnessPolicy:
     def is_current(self, day: dt.date, now: dt.datetime | None = None) -> bool:
         """Still changing: today or later, or yesterday within the grace period after UTC midnight."""
         now = now or utc_now()
+        return day >= now.date() or self.in_grace(day, now)
+
+    def in_grace(self, day: dt.date, now: dt.datetime | None = None) -> bool:
+        """`day` is yesterday and UTC midnight passed less than the grace period ago (LiteLLM may still add to it)."""
+        now = now or utc_now()
         today = now.date()
-        if day >= today:
-            return True
         midnight = dt.datetime.combine(today, dt.time(), tzinfo=dt.UTC)
         return day == today - dt.timedelta(days=1) and now - midnight < self.yesterday_grace
 

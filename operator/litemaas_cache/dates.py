@@ -6,15 +6,15 @@ import datetime as dt
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from .errors import InvalidRequest
+from .errors import DateOrderInvalid, DateRangeTooLarge, InvalidRequest
 
 UTC = dt.UTC
 # The days this cache answers for. Far outside them a date's previous period or a lock per day stops making sense
 # (0001-01-01 has no previous period at all), so they are refused where they come in, naming the field.
 EARLIEST_DAY = dt.date(2000, 1, 1)
 LATEST_DAY = dt.date(2099, 12, 31)
-# The longest range one invalidation may purge (LiteMaaS exports up to 365 days).
-MAX_INVALIDATION_DAYS = 366
+# The longest range one invalidation, rebuild or filter-options request may cover (LiteMaaS exports up to 365 days).
+MAX_LONG_RANGE_DAYS = 366
 
 
 def utc_now() -> dt.datetime:
@@ -50,7 +50,7 @@ class DateRange:
 
     def __post_init__(self) -> None:
         if self.start > self.end:
-            raise InvalidRequest("startDate", f"start {self.start} is after end {self.end}")
+            raise DateOrderInvalid(self.start, self.end)
 
     @property
     def days(self) -> int:
@@ -64,6 +64,22 @@ class DateRange:
         """The period of equal length that ends the day before this one starts."""
         end = self.start - dt.timedelta(days=1)
         return DateRange(end - dt.timedelta(days=self.days - 1), end)
+
+    def check_length(self, max_days: int) -> DateRange:
+        """This range, when it spans at most `max_days`; else DateRangeTooLarge."""
+        if self.days > max_days:
+            raise DateRangeTooLarge(self.start, self.end, self.days, max_days)
+        return self
+
+    def split(self, max_days: int) -> list[DateRange]:
+        """Consecutive ranges of at most `max_days` that cover this one, in order."""
+        parts = []
+        start = self.start
+        while start <= self.end:
+            end = min(start + dt.timedelta(days=max_days - 1), self.end)
+            parts.append(DateRange(start, end))
+            start = end + dt.timedelta(days=1)
+        return parts
 
     def overlaps(self, other: DateRange) -> bool:
         return self.start <= other.end and other.start <= self.end

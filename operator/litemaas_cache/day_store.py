@@ -137,6 +137,7 @@ class TieredDayStore:
         """The days through Redis -> PostgreSQL -> source, decoded where `needs_columns` says so (else the header
         is enough); with `hold`, what came decoded from a cache tier is kept (not what was just computed: a cold
         read of a long range must not fill this process's memory)."""
+        self._counters.add("day:grace", sum(1 for d in wanted if self._postgres.policy.in_grace(d)))
         found = await _decoded(await self._redis.get_days(wanted), needs_columns)
         if hold:
             self._hold(found.values())

@@ -109,6 +109,8 @@ class DimensionDictionary:
 
     def names(self, codes: pl.Series) -> pl.Series:
         """The text values of a column of codes (every code must be known: see learn_codes)."""
+        if codes.is_empty():  # replace_strict with nothing to replace keeps the codes' integer type
+            return codes.cast(pl.String)
         with self._lock:
             mapping = {code: self._values[code] for code in codes.unique().to_list()}
         return codes.replace_strict(mapping, return_dtype=pl.String)

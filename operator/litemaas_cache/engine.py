@@ -27,6 +27,10 @@ GROUP_ROWS = 200_000
 FOLD_EVERY = 4
 
 
+LAST_ACTIVE = pl.col("day").filter(ACTIVE).max().alias("last")
+"""The last day a group of rows has requests (null when it has none)."""
+
+
 def distinct_active(column: str) -> pl.Expr:
     """How many distinct values of `column` have usage (rows with zero requests do not count)."""
     return pl.col(column).filter(ACTIVE).n_unique()
@@ -59,7 +63,7 @@ class CodeFilter:
 class RangeSummary:
     """A range's aggregates with text dimensions: what the documents are built from."""
 
-    grain: pl.DataFrame  # user, key, model, provider (text) + METRICS
+    grain: pl.DataFrame  # user, key, model, provider (text) + METRICS + last (the cell's last day with requests)
     daily: pl.DataFrame  # day, METRICS, activeUsers: one row per day of the range with usage
     daily_models: pl.DataFrame  # day, model, provider (text), METRICS
     previous_totals: dict[str, float]  # METRICS summed over the previous period
@@ -76,7 +80,7 @@ class RangeAccumulator:
         self.previous = previous
         self._where = where.expression()
         self._per_day = per_day
-        self._grain: pl.DataFrame = pl.DataFrame(schema=SCHEMA)
+        self._grain: pl.DataFrame = pl.DataFrame(schema=_GRAIN_SCHEMA)
         self._pending: list[pl.DataFrame] = []
         self._buffer: list[pl.DataFrame] = []
         self._buffered_rows = 0
@@ -115,10 +119,8 @@ class RangeAccumulator:
             self._previous_users.append(rows.filter(ACTIVE)["user"].unique())
 
     def _stack(self, days: Iterable[DayFrame]) -> pl.DataFrame:
-        if self._where is None:  # the per-day figures come from the headers: no day column needed
-            return pl.concat([d.columns() for d in days])
         stacked = pl.concat([d.columns().with_columns(day=pl.lit(d.day, dtype=pl.Date)) for d in days])
-        return stacked.filter(self._where)
+        return stacked if self._where is None else stacked.filter(self._where)
 
     def _group_buffer(self) -> None:
         if self._buffer:
@@ -128,7 +130,7 @@ class RangeAccumulator:
             self._add_current(rows)
 
     def _add_current(self, rows: pl.DataFrame) -> None:
-        self._pending.append(rows.group_by(GRAIN).agg(SUMS))
+        self._pending.append(rows.group_by(GRAIN).agg(*SUMS, LAST_ACTIVE))
         if len(self._pending) >= FOLD_EVERY:
             self._fold()
         if self._per_day and self._where is not None:  # unfiltered: from the headers, in add()
@@ -138,7 +140,7 @@ class RangeAccumulator:
     def _fold(self) -> None:
         if not self._pending:  # codes() and summary() both fold: the second finds nothing new
             return
-        self._grain = pl.concat([self._grain, *self._pending]).group_by(GRAIN).agg(SUMS)
+        self._grain = pl.concat([self._grain, *self._pending]).group_by(GRAIN).agg(*SUMS, pl.col("last").max())
         self._pending.clear()
 
     def codes(self) -> set[int]:
@@ -173,6 +175,7 @@ class RangeAccumulator:
 
 
 _SUMS_SCHEMA = {m: SCHEMA[m] for m in METRICS}
+_GRAIN_SCHEMA = {**SCHEMA, "last": pl.Date()}
 _DAILY_SCHEMA = {"day": pl.Date(), **_SUMS_SCHEMA, "activeUsers": pl.UInt32()}
 _MODELS_SCHEMA = {"day": pl.Date(), "model": pl.Int32(), "provider": pl.Int32(), **_SUMS_SCHEMA}
 

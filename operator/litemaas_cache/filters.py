@@ -13,6 +13,7 @@ from pydantic.alias_generators import to_camel
 
 from .dates import DateRange, check_day
 from .errors import InvalidRequest
+from .vocabulary import UNKNOWN_USER_ID, UNMAPPED_USER_ID
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:@/+=-]{1,256}$")
 FILTER_FIELDS = ("user_ids", "model_ids", "provider_ids", "api_key_ids")
@@ -42,6 +43,12 @@ class UsageFilters(BaseModel):
     @classmethod
     def _normalise(cls, values: list[str]) -> list[str]:
         return sorted(set(values))
+
+    @field_validator("user_ids", mode="after")
+    @classmethod
+    def _unknown_user_is_unmapped(cls, values: list[str]) -> list[str]:
+        """LiteMaaS's Unknown User (the zero UUID) is our UNMAPPED_USER_ID."""
+        return sorted({UNMAPPED_USER_ID if v == UNKNOWN_USER_ID else v for v in values})
 
     def is_empty(self) -> bool:
         return not (self.user_ids or self.model_ids or self.provider_ids or self.api_key_ids)
@@ -99,11 +106,7 @@ def build_query(
         raise InvalidRequest(field, _plain(err["msg"])) from None
     check_day(query.start_date, "startDate")
     check_day(query.end_date, "endDate")
-    if query.start_date > query.end_date:
-        raise InvalidRequest("startDate", f"start {query.start_date} is after end {query.end_date}")
-    days = query.range.days
-    if days > max_days:
-        raise InvalidRequest("endDate", f"range of {days} days exceeds the maximum of {max_days}")
+    query.range.check_length(max_days)  # DateRange itself refuses a start after the end
     return query
 
 

@@ -11,8 +11,7 @@ from typing import Any, Literal
 
 from .analytics import Page
 from .daily_cache import PostgresDayCache
-from .dates import MAX_INVALIDATION_DAYS, DateRange, check_day
-from .errors import InvalidRequest
+from .dates import MAX_LONG_RANGE_DAYS, DateRange, check_day
 from .filters import AnalyticsQuery, UsageFilters
 from .freshness import SourceFreshness
 from .redis_tier import RedisTier
@@ -68,6 +67,14 @@ class InvalidationReport:
             "complete": self.complete,
             "durationSeconds": round(self.duration_seconds, 3),
         }
+
+
+@dataclass
+class RebuildReport:
+    """A rebuild: the purge of a range from every tier, then its recomputation from the source."""
+
+    invalidation: InvalidationReport
+    warm: WarmReport
 
 
 class Maintenance:
@@ -137,12 +144,19 @@ class Maintenance:
         report.duration_seconds = time.monotonic() - started
         return report
 
+    async def rebuild(self, days: DateRange, max_range_days: int) -> RebuildReport:
+        """Purge `days` from every tier, then compute their analytics again, in ranges of at most `max_range_days`
+        (the recomputation reads the source: the purge left nothing else)."""
+        invalidation = await self.invalidate(days)
+        warmed = await self.warm(days.split(max_range_days))
+        self._counters.add("rebuilds")
+        return RebuildReport(invalidation, warmed)
+
     async def invalidate(
         self, days: DateRange, tiers: Sequence[InvalidationTier] = ("redis", "postgres")
     ) -> InvalidationReport:
         """Purge a date range from the chosen tiers; once `complete`, no tier serves a stale read."""
-        if days.days > MAX_INVALIDATION_DAYS:
-            raise InvalidRequest("endDate", f"range of {days.days} days exceeds the maximum of {MAX_INVALIDATION_DAYS}")
+        days.check_length(MAX_LONG_RANGE_DAYS)
         check_day(days.start, "startDate")
         check_day(days.end, "endDate")
         started = time.monotonic()

@@ -13,21 +13,22 @@ from typing import Any
 
 from .codec import Codec
 from .daily_cache import FreshnessPolicy, PostgresDayCache
+from .dates import DateRange
 from .day_store import TieredDayStore
 from .db import Database, SessionLimits
 from .dictionary import DimensionDictionary
 from .freshness import SourceFreshness
-from .maintenance import InvalidationReport, Maintenance, WarmReport
+from .maintenance import InvalidationReport, Maintenance, RebuildReport, WarmReport
 from .redis_tier import NullRedisStore, RedisStore, RedisTier
 from .redis_tier.keys import KeySpace
 from .result_cache import Answer, ResultCache
 from .service import AnalyticsService
 from .settings import Settings
 from .source import SourceReader
-from .stats import Counters, stats_document
+from .stats import Counters, cache_metrics, stats_document
 from .vocabulary import InvalidationTier
 
-__all__ = ["Answer", "CacheManager", "InvalidationReport", "InvalidationTier", "WarmReport"]
+__all__ = ["Answer", "CacheManager", "InvalidationReport", "InvalidationTier", "RebuildReport", "WarmReport"]
 
 
 class CacheManager:
@@ -80,6 +81,7 @@ class CacheManager:
         # What callers use, each one part's own method.
         self.analytics = self.service.analytics
         self.breakdown = self.service.breakdown
+        self.filter_options = self.service.filter_options
         self.warm = self.maintenance.warm
         self.invalidate = self.maintenance.invalidate
         self.get_days = self.days.get
@@ -109,3 +111,10 @@ class CacheManager:
 
     async def stats(self) -> dict[str, Any]:
         return await stats_document(self.redis, self.counters)
+
+    async def cache_metrics(self) -> dict[str, Any]:
+        return await cache_metrics(self.redis, self.counters)
+
+    async def rebuild(self, days: DateRange) -> RebuildReport:
+        """Purge `days` from every tier and compute them again (in ranges of at most ANALYTICS_MAX_RANGE_DAYS)."""
+        return await self.maintenance.rebuild(days, self.settings.max_range_days)

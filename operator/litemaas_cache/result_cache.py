@@ -86,6 +86,8 @@ class ResultCache:
         if redis.enabled:
             self._counters.add("result:redis:miss")
         token = await redis.try_lock(job.key, self._settings.stampede_lock_seconds)
+        if redis.available:
+            self._counters.add("lock:acquired" if token is not None else "lock:contended")
         if token is None and redis.available:
             waited, token = await self._wait_for_result(job.key, days)
             if waited is not None:

@@ -15,7 +15,18 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from .analytics import Page, analytics_document, breakdown_items, paginate, top_key, users_needed
+from .analytics import (
+    Labels,
+    Page,
+    TrendRule,
+    active_users,
+    analytics_document,
+    breakdown_rows,
+    filter_options,
+    keys_needed,
+    paginate,
+    users_needed,
+)
 from .dates import DateRange
 from .day_store import DayFetch, TieredDayStore
 from .db import Database
@@ -26,7 +37,7 @@ from .freshness import SourceFreshness
 from .redis_tier.keys import KeySpace, ResultKind
 from .result_cache import Answer, Computed, ResultCache, ResultJob
 from .settings import Settings
-from .source import key_alias, keys_with_aliases, load_users
+from .source import count_users, key_aliases, keys_with_aliases, load_users
 from .vocabulary import CodedColumn, Dimension
 
 
@@ -57,10 +68,8 @@ class AnalyticsService:
 
         async def compute() -> Computed:
             summary, fetch = await self._summarise(current, previous, query.filters, per_day=True)
-            async with self._db.cache_connection() as conn:
-                users = await load_users(conn, users_needed(summary, None))
-                alias = await key_alias(conn, top_key(summary))
-            document = await asyncio.to_thread(analytics_document, current, summary, users, alias)
+            labels = await self.labels(summary, None, query.filters)
+            document = await asyncio.to_thread(analytics_document, current, summary, labels, self.trend_rule)
             return self._computed(document, fetch)
 
         covered = DateRange(previous.start, current.end)
@@ -68,20 +77,62 @@ class AnalyticsService:
 
     async def breakdown(self, dimension: Dimension, query: AnalyticsQuery, page: Page) -> Answer:
         """One page of a by-user / by-model / by-provider breakdown (the full list is what gets cached)."""
+        page.check(dimension)
         await self._freshness.check_if_due()
 
         async def compute() -> Computed:
             summary, fetch = await self._summarise(query.range, None, query.filters, per_day=False)
-            async with self._db.cache_connection() as conn:
-                users = await load_users(conn, users_needed(summary, dimension))
-            items = await asyncio.to_thread(breakdown_items, dimension, summary, users)
-            return self._computed(items, fetch)
+            labels = await self.labels(summary, dimension)
+            rows = await asyncio.to_thread(breakdown_rows, dimension, summary, labels)
+            return self._computed(rows, fetch)
 
         kind: ResultKind = f"by-{dimension}"  # type: ignore[assignment]
         answer = await self._results.get(self._job(kind, query, query.range, compute))
-        return Answer(paginate(dimension, query.range, answer.value, page), answer.tier, answer.keys_written)
+        return Answer(paginate(dimension, answer.value, page), answer.tier, answer.keys_written)
+
+    async def filter_options(self, days: DateRange) -> Answer:
+        """The models and users with usage in `days`, to choose filters from."""
+        await self._freshness.check_if_due()
+        query = AnalyticsQuery(start_date=days.start, end_date=days.end)
+
+        async def compute() -> Computed:
+            summary, fetch = await self._summarise(days, None, query.filters, per_day=False)
+            labels = await self._labels(active_users(summary), [])
+            return self._computed(await asyncio.to_thread(filter_options, summary, labels), fetch)
+
+        return await self._results.get(self._job("filter-options", query, days, compute))
+
+    @property
+    def trend_rule(self) -> TrendRule:
+        return TrendRule(self._settings.trend_stable_percent, self._settings.trend_precision)
+
+    async def labels(
+        self, summary: RangeSummary, dimension: Dimension | None, filters: UsageFilters | None = None
+    ) -> Labels:
+        """What the analytics document (dimension None, with its filters) or a breakdown shows of LiteMaaS's users
+        and keys."""
+        total_users_of = (filters, summary) if dimension is None and filters is not None else None
+        return await self._labels(users_needed(summary, dimension), keys_needed(summary, dimension), total_users_of)
+
+    async def _labels(
+        self,
+        users: list[str],
+        keys: list[str],
+        total_users_of: tuple[UsageFilters, RangeSummary] | None = None,
+    ) -> Labels:
+        """What LiteMaaS's users and api_keys tables say about the users and keys the answer shows (and, for the
+        analytics document, how many users there are: see count_users)."""
+        async with self._db.cache_connection() as conn:
+            known = await load_users(conn, users)
+            aliases = await key_aliases(conn, keys)
+            total = None
+            if total_users_of is not None:
+                filters, summary = total_users_of
+                total = await count_users(conn, filters.user_ids, active_users(summary))
+        return Labels(known, aliases, total)
 
     def _job(self, kind: ResultKind, query: AnalyticsQuery, covered: DateRange, compute: Any) -> ResultJob:
+        # filter options share the breakdowns' TTL: both are lists read alongside the analytics document
         ttl = self._settings.ttl_analytics if kind == "analytics" else self._settings.ttl_breakdown
         if self._days.is_current(query.range.end):
             ttl = min(ttl, self._settings.ttl_current_day)

@@ -125,7 +125,26 @@ class Settings(BaseSettings):
     stampede_lock_seconds: float = Field(default=30.0, gt=0, validation_alias="CACHE_LOCK_SECONDS")
     stampede_wait_seconds: float = Field(default=10.0, ge=0, validation_alias="CACHE_LOCK_WAIT_SECONDS")
 
-    max_range_days: PositiveInt = Field(default=90, validation_alias=AliasChoices("ANALYTICS_MAX_RANGE_DAYS"))
+    max_range_days: int = Field(
+        default=90,
+        ge=1,
+        le=366,
+        validation_alias=AliasChoices("ANALYTICS_MAX_RANGE_DAYS", "ADMIN_ANALYTICS_MAX_ANALYTICS_DAYS"),
+        description="Longest range of an analytics document or breakdown (LiteMaaS's name works too).",
+    )
+    trend_stable_percent: float = Field(
+        default=1.0,
+        ge=0,
+        validation_alias="ADMIN_ANALYTICS_TREND_STABILITY_THRESHOLD",
+        description="A trend whose change is within this many percent is 'stable' (LiteMaaS's setting).",
+    )
+    trend_precision: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        validation_alias="ADMIN_ANALYTICS_TREND_PRECISION",
+        description="Decimals of a trend's percentageChange (LiteMaaS's setting).",
+    )
     max_filter_ids: PositiveInt = Field(default=1000, validation_alias="ANALYTICS_MAX_FILTER_IDS")
     max_concurrent_computations: int = Field(
         default=2,

@@ -60,6 +60,7 @@ class UserInfo(NamedTuple):
     user_id: str
     username: str | None
     email: str | None
+    role: str | None
 
 
 async def _table_exists(conn: psycopg.AsyncConnection[Any], name: str) -> bool:
@@ -85,22 +86,46 @@ async def keys_with_aliases(conn: psycopg.AsyncConnection[Any], aliases: Sequenc
     return [str(h) for (h,) in await cur.fetchall() if h is not None]
 
 
-async def key_alias(conn: psycopg.AsyncConnection[Any], key: str | None) -> str | None:
-    """The LiteLLM alias LiteMaaS records for a key hash, if any."""
-    if key is None or not await _table_exists(conn, "api_keys"):
-        return None
-    cur = await conn.execute("SELECT litellm_key_alias FROM api_keys WHERE key_hash = %s", (key,))
-    row = await cur.fetchone()
-    return None if row is None else row[0]
+async def key_aliases(conn: psycopg.AsyncConnection[Any], keys: Sequence[str]) -> dict[str, str]:
+    """The LiteLLM alias LiteMaaS records for each of these key hashes that has one."""
+    if not keys or not await _table_exists(conn, "api_keys"):
+        return {}
+    cur = await conn.execute(
+        "SELECT key_hash, litellm_key_alias FROM api_keys WHERE key_hash = ANY(%s) AND litellm_key_alias IS NOT NULL",
+        (list(keys),),
+    )
+    return {str(h): str(a) for h, a in await cur.fetchall()}
 
 
 async def load_users(conn: psycopg.AsyncConnection[Any], user_ids: Sequence[str]) -> dict[str, UserInfo]:
-    """username and email of the given LiteMaaS users; empty when the users table is absent."""
+    """username, email and role of the given LiteMaaS users; empty when the users table is absent. The role is
+    LiteMaaS's `role` column, else the first of its `roles`, when the table has either (read through to_jsonb, so
+    a table with neither works too)."""
     ids = [u for u in user_ids if u != UNMAPPED_USER_ID]
     if not ids or not await _table_exists(conn, "users"):
         return {}
-    cur = await conn.execute("SELECT id::text, username, email FROM users WHERE id::text = ANY(%s)", (ids,))
-    return {str(i): UserInfo(str(i), n, e) for i, n, e in await cur.fetchall()}
+    cur = await conn.execute(
+        """SELECT id::text, username, email, coalesce(to_jsonb(u) ->> 'role', to_jsonb(u) -> 'roles' ->> 0)
+           FROM users u WHERE id::text = ANY(%s)""",
+        (ids,),
+    )
+    return {str(i): UserInfo(str(i), n, e, r) for i, n, e, r in await cur.fetchall()}
+
+
+async def count_users(conn: psycopg.AsyncConnection[Any], wanted: Sequence[str], active: Sequence[str]) -> int:
+    """LiteMaaS's users (only those in `wanted`, when it is not empty), plus the `active` users it does not know
+    (the unmapped user): the analytics document's totalUsers."""
+    if not await _table_exists(conn, "users"):
+        return len(active)
+    cur = await conn.execute(
+        """SELECT (SELECT count(*) FROM users WHERE cardinality(%(wanted)s::text[]) = 0
+                                                 OR id::text = ANY(%(wanted)s::text[]))
+                + (SELECT count(*) FROM unnest(%(active)s::text[]) AS a(id)
+                   WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.id::text = a.id))""",
+        {"wanted": list(wanted), "active": list(active)},
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
 
 
 class SourceReader:

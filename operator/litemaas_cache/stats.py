@@ -61,3 +61,23 @@ async def stats_document(redis: RedisTier, counters: Counters) -> dict[str, Any]
         },
         "invalidations": values.get("invalidations", 0),
     }
+
+
+async def cache_metrics(redis: RedisTier, counters: Counters) -> dict[str, Any]:
+    """LiteMaaS's eight cache metrics, from our counters (shared through Redis when it is up):
+    hits and misses of the result cache, rebuilds (rebuild-cache and refresh-today), the result lease lock taken
+    at once or found held, and reads of yesterday treated as still changing (the grace after midnight)."""
+    shared = await redis.read_stats()
+    values = shared if shared is not None else dict(counters.local)
+    hits, misses = values.get("result:redis:hit", 0), values.get("result:redis:miss", 0)
+    acquired, contended = values.get("lock:acquired", 0), values.get("lock:contended", 0)
+    return {
+        "cacheHits": hits,
+        "cacheMisses": misses,
+        "cacheRebuilds": values.get("rebuilds", 0),
+        "lockAcquisitionSuccesses": acquired,
+        "lockAcquisitionFailures": contended,
+        "gracePeriodApplications": values.get("day:grace", 0),
+        "cacheHitRate": hits / (hits + misses) if hits + misses else 0.0,
+        "lockContentionRate": contended / (acquired + contended) if acquired + contended else 0.0,
+    }

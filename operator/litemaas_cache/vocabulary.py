@@ -25,6 +25,12 @@ METRICS: tuple[str, ...] = ("prompt", "completion", "requests", "successful", "f
 
 UNMAPPED_USER_ID = "unmapped"
 """The user of usage whose API key LiteMaaS does not know (including LiteLLM's empty api_key)."""
+UNKNOWN_USER_ID = "00000000-0000-0000-0000-000000000000"
+"""How LiteMaaS names UNMAPPED_USER_ID on the wire (its "Unknown User"); accepted as a userIds filter too."""
+UNKNOWN_USERNAME = "Unknown User"
+UNKNOWN_USER_EMAIL = "unknown@system.local"
+DEFAULT_ROLE = "user"
+"""The role shown for a user whose LiteMaaS record names none (and for the Unknown User)."""
 UNKNOWN_MODEL = "unknown"
 """The model of usage LiteLLM recorded without one (a NULL or empty model, such as MCP tool calls)."""
 UNKNOWN_PROVIDER = "unknown"

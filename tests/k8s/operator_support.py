@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -14,10 +14,9 @@ from typing import Any
 
 import yaml
 
-from tests.conftest import REPO_ROOT
 from tests.k8s.conftest import KubeCluster
 
-LITEMAAS_CLI = Path(os.environ.get("VIRTUAL_ENV", REPO_ROOT / ".venv")) / "bin" / "litemaas-cache"
+LITEMAAS_CLI = Path(sys.executable).with_name("litemaas-cache")  # the console script beside this interpreter
 WAIT_SECONDS = 90.0
 
 

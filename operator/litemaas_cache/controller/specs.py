@@ -14,7 +14,7 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from ..dates import MAX_INVALIDATION_DAYS, PRESETS, DateRange, check_day, utc_today
+from ..dates import MAX_LONG_RANGE_DAYS, PRESETS, DateRange, check_day, utc_today
 from ..errors import InvalidRequest
 
 Preset = Literal["today", "yesterday", "last-7-days", "last-30-days", "last-90-days", "month-to-date", "previous-month"]
@@ -140,8 +140,8 @@ class CacheInvalidationSpec(_Spec):
     def _ordered_and_bounded(self) -> Self:
         if self.start_date > self.end_date:
             raise ValueError("endDate must not be before startDate")
-        if (self.end_date - self.start_date).days + 1 > MAX_INVALIDATION_DAYS:
-            raise ValueError(f"a CacheInvalidation covers at most {MAX_INVALIDATION_DAYS} days")
+        if (self.end_date - self.start_date).days + 1 > MAX_LONG_RANGE_DAYS:
+            raise ValueError(f"a CacheInvalidation covers at most {MAX_LONG_RANGE_DAYS} days")
         return self
 
     @property

@@ -13,8 +13,8 @@ from typing import Literal
 
 from ..dates import DateRange
 
-ResultKind = Literal["analytics", "by-user", "by-model", "by-provider"]
-RESULT_KINDS: tuple[ResultKind, ...] = ("analytics", "by-user", "by-model", "by-provider")
+ResultKind = Literal["analytics", "by-user", "by-model", "by-provider", "filter-options"]
+RESULT_KINDS: tuple[ResultKind, ...] = ("analytics", "by-user", "by-model", "by-provider", "filter-options")
 
 
 @dataclass(frozen=True)

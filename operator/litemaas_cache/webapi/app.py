@@ -1,11 +1,8 @@
-"""The HTTP analytics API that application instances read: aiohttp, bearer-token auth, JSON in camelCase.
+"""The HTTP API's application: the routes of routes.py (their table lists every path and who may call it), the
+error boundary that answers everything in LiteMaaS's error shape, and bearer-token authentication.
 
-GET  /healthz                                  (no auth)
-GET  /api/v1/analytics?startDate=&endDate=&userIds=&modelIds=&providerIds=&apiKeyIds=
-GET  /api/v1/analytics/{user|model|provider}?...&page=&pageSize=&sortBy=&sortOrder=asc|desc
-POST /api/v1/cache/invalidate  {"startDate": "...", "endDate": "...", "tiers": ["redis", "postgres"]}
-GET  /api/v1/cache/stats
-The tier that answered is in the X-Cache-Tier response header.
+Every error, 401, 404 and 413 included, is `{"error", "code", "details"?}`. The tier that answered a read is in the
+X-Cache-Tier response header. API_TOKEN is one shared bearer token; a caller holding it may use every route.
 """
 
 from __future__ import annotations
@@ -13,44 +10,41 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from ..analytics import Page
-from ..dates import DateRange, parse_date
-from ..errors import BackendUnavailable, CacheError, ConfigurationError, InvalidRequest, SourceMissing
-from ..filters import build_query
+from ..errors import ConfigurationError
+from ..filters import FILTER_FIELDS
 from ..manager import CacheManager
 from ..settings import Settings
-from ..vocabulary import DIMENSIONS, Dimension, InvalidationTier
+from .openapi import openapi_document
+from .problems import ApiError
+from .routes import MANAGER, OPENAPI, ROUTES, Handler, guarded, route_of
 
 log = logging.getLogger(__name__)
-MANAGER = web.AppKey("manager", CacheManager)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-MAX_BODY_BYTES = 64 * 1024
+MAX_ID_BYTES = 256 + 4  # an id at its longest, quoted, with its comma and a space
+BODY_SLACK_BYTES = 64 * 1024
 
 
-def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(value), status=status, content_type="application/json", headers=headers)
-
-
-def _error(status: int, message: str, field: str | None = None) -> web.Response:
-    return _json({"error": {"message": message, "field": field}}, status=status)
+def max_body_bytes(max_filter_ids: int) -> int:
+    """The largest body a request needs: every filter list full of the longest ids, plus room for the rest
+    (1,000 ids a list, the default, gives about 1.1 MB)."""
+    return len(FILTER_FIELDS) * max_filter_ids * MAX_ID_BYTES + BODY_SLACK_BYTES
 
 
 def auth_middleware(token: str) -> Any:
-    """Require `Authorization: Bearer <API_TOKEN>` on everything but /healthz (constant-time compare)."""
+    """Require `Authorization: Bearer <API_TOKEN>` on every route but the public ones (constant-time compare)."""
     expected = f"Bearer {token}".encode()
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path != "/healthz":
+        route = route_of(request)
+        if route is None or route.access != "public":
             given = request.headers.get("Authorization", "").encode()
             if not hmac.compare_digest(given, expected):
-                return _error(401, "missing or invalid bearer token")
+                raise ApiError(401, "UNAUTHORIZED", "missing or invalid bearer token")
         return await handler(request)
 
     return middleware
@@ -58,107 +52,33 @@ def auth_middleware(token: str) -> Any:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Domain errors become JSON answers that name the problem; nothing leaks a DSN or a secret."""
+    """ApiErrors, and aiohttp's own 404 / 405 / 413, answered in the error shape; nothing leaks a DSN or secret."""
     try:
         return await handler(request)
-    except InvalidRequest as exc:
-        return _error(400, exc.message, exc.field)
-    except (BackendUnavailable, SourceMissing) as exc:
-        return _error(503, str(exc))
-    except CacheError as exc:
-        return _error(500, str(exc))
+    except ApiError as exc:
+        return exc.response()
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = exc.reason.upper().replace(" ", "_")
+        return ApiError(exc.status, code, exc.reason, headers=_kept_headers(exc)).response()
 
 
-def _ids(request: web.Request, name: str) -> list[str]:
-    """Repeated (?userIds=a&userIds=b) or comma-separated (?userIds=a,b) ids."""
-    return [part for value in request.query.getall(name, []) for part in value.split(",") if part]
-
-
-def _query(request: web.Request) -> Any:
-    manager = request.app[MANAGER]
-    for required in ("startDate", "endDate"):
-        if required not in request.query:
-            raise InvalidRequest(required, "is required (YYYY-MM-DD)")
-    return build_query(
-        request.query["startDate"],
-        request.query["endDate"],
-        user_ids=_ids(request, "userIds"),
-        model_ids=_ids(request, "modelIds"),
-        provider_ids=_ids(request, "providerIds"),
-        api_key_ids=_ids(request, "apiKeyIds"),
-        max_days=manager.settings.max_range_days,
-        max_ids=manager.settings.max_filter_ids,
-    )
-
-
-def _int(request: web.Request, name: str, default: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise InvalidRequest(name, f"{raw[:40]!r} is not an integer") from None
-
-
-async def healthz(request: web.Request) -> web.Response:
-    return _json({"status": "ok"})
-
-
-async def analytics(request: web.Request) -> web.Response:
-    answer = await request.app[MANAGER].analytics(_query(request))
-    return _json(answer.value, headers={"X-Cache-Tier": answer.tier})
-
-
-async def breakdown(request: web.Request) -> web.Response:
-    dimension = request.match_info["dimension"]
-    if dimension not in DIMENSIONS:
-        raise InvalidRequest("dimension", f"{dimension!r} is not one of {', '.join(DIMENSIONS)}")
-    order = request.query.get("sortOrder", "desc")
-    if order not in ("asc", "desc"):
-        raise InvalidRequest("sortOrder", f"{order!r} is not asc or desc")
-    page = Page(
-        _int(request, "page", 1),
-        _int(request, "pageSize", 50),
-        request.query.get("sortBy", "requests"),
-        order == "desc",
-    )
-    dim: Dimension = dimension
-    answer = await request.app[MANAGER].breakdown(dim, _query(request), page)
-    return _json(answer.value, headers={"X-Cache-Tier": answer.tier})
-
-
-async def invalidate(request: web.Request) -> web.Response:
-    try:
-        body = orjson.loads(await request.read())
-    except orjson.JSONDecodeError:
-        raise InvalidRequest("body", "is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("body", "must be a JSON object")
-    days = DateRange(
-        parse_date(str(body.get("startDate", "")), "startDate"), parse_date(str(body.get("endDate", "")), "endDate")
-    )
-    tiers = body.get("tiers", ["redis", "postgres"])
-    if not isinstance(tiers, list) or not tiers or any(t not in ("redis", "postgres") for t in tiers):
-        raise InvalidRequest("tiers", "must be a non-empty list of redis and/or postgres")
-    chosen: list[InvalidationTier] = tiers
-    report = await request.app[MANAGER].invalidate(days, chosen)
-    return _json(report.as_dict(), status=200 if report.complete else 202)
-
-
-async def stats(request: web.Request) -> web.Response:
-    return _json(await request.app[MANAGER].stats())
+def _kept_headers(exc: web.HTTPException) -> dict[str, str] | None:
+    allow = exc.headers.get("Allow")
+    return {"Allow": allow} if allow else None
 
 
 def build_app(manager: CacheManager, token: str) -> web.Application:
     """The aiohttp application around an open manager."""
-    app = web.Application(middlewares=[error_middleware, auth_middleware(token)], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware(token)],
+        client_max_size=max_body_bytes(manager.settings.max_filter_ids),
+    )
     app[MANAGER] = manager
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/api/v1/analytics", analytics)
-    app.router.add_get("/api/v1/analytics/{dimension}", breakdown)
-    app.router.add_post("/api/v1/cache/invalidate", invalidate)
-    app.router.add_get("/api/v1/cache/stats", stats)
+    app[OPENAPI] = orjson.dumps(openapi_document(ROUTES))
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, guarded(route, lambda: manager.settings.max_range_days))
     return app
 
 
