@@ -3,29 +3,29 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import pytest_asyncio
-from aiohttp.test_utils import TestClient, TestServer
 
 from litemaas_cache.dates import utc_today
 from litemaas_cache.errors import ConfigurationError
 from litemaas_cache.manager import CacheManager
-from litemaas_cache.webapi import build_app, serve
+from litemaas_cache.webapi import serve
 from tests.conftest import make_settings
-
-TOKEN = "s3cret-token-for-tests"
+from tests.support.api import SERVICE_TOKEN, Client, authenticator, bearer, serving
 
 
 @pytest_asyncio.fixture
-async def client(manager: CacheManager) -> AsyncIterator[TestClient[object, object]]:
-    async with TestClient(TestServer(build_app(manager, TOKEN))) as test_client:
+async def client(fresh_dsn: str, open_manager: Callable[..., Awaitable[CacheManager]]) -> AsyncIterator[Client]:
+    """The API with the service token in admin scope, and rate limits no test here reaches."""
+    manager = await open_manager(fresh_dsn, admin_analytics_rate_limit=1000, admin_cache_rebuild_limit=1000)
+    async with serving(manager, authenticator(service_scope="admin")) as test_client:
         yield test_client
 
 
-def auth(token: str = TOKEN) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+def auth(token: str = SERVICE_TOKEN) -> dict[str, str]:
+    return bearer(token)
 
 
 def week() -> dict[str, str]:
@@ -33,18 +33,18 @@ def week() -> dict[str, str]:
     return {"startDate": (today - dt.timedelta(days=6)).isoformat(), "endDate": today.isoformat()}
 
 
-async def test_requires_the_bearer_token(client: TestClient[object, object]) -> None:
-    for headers in ({}, auth("wrong"), {"Authorization": TOKEN}):
+async def test_requires_a_credential(client: Client) -> None:
+    for headers in ({}, auth("wrong"), {"Authorization": "Bearer "}):
         response = await client.get("/api/v1/analytics", params=week(), headers=headers)
         assert response.status == 401
         body = await response.json()
-        assert body["error"]["message"] == "missing or invalid bearer token"
-        assert TOKEN not in await response.text()
+        assert body["code"] == "UNAUTHORIZED"
+        assert SERVICE_TOKEN not in await response.text()
     health = await client.get("/healthz")
     assert health.status == 200
 
 
-async def test_analytics_cold_then_redis_hit(client: TestClient[object, object], manager: CacheManager) -> None:
+async def test_analytics_cold_then_redis_hit(client: Client, manager: CacheManager) -> None:
     first = await client.get("/api/v1/analytics", params=week(), headers=auth())
     assert first.status == 200
     assert first.headers["X-Cache-Tier"] == "source"
@@ -58,7 +58,7 @@ async def test_analytics_cold_then_redis_hit(client: TestClient[object, object],
     assert stats["redis"]["hits"] == 1
 
 
-async def test_filters_and_breakdown_pages(client: TestClient[object, object]) -> None:
+async def test_filters_and_breakdown_pages(client: Client) -> None:
     everything = await (await client.get("/api/v1/analytics", params=week(), headers=auth())).json()
     model = everything["topModels"][0]["model"]
     filtered = await (
@@ -94,21 +94,21 @@ async def test_filters_and_breakdown_pages(client: TestClient[object, object]) -
     ],
 )
 async def test_bad_requests_name_the_field(
-    client: TestClient[object, object], path: str, params: dict[str, str], field: str
+    client: Client, path: str, params: dict[str, str], field: str
 ) -> None:
     response = await client.get(path, params=params, headers=auth())
     assert response.status == 400
     assert (await response.json())["error"]["field"] == field
 
 
-async def test_too_many_ids_is_rejected(client: TestClient[object, object]) -> None:
+async def test_too_many_ids_is_rejected(client: Client) -> None:
     ids = ",".join(f"u{i}" for i in range(1001))
     response = await client.get("/api/v1/analytics", params={**week(), "userIds": ids}, headers=auth())
     assert response.status == 400
     assert (await response.json())["error"]["field"] == "userIds"
 
 
-async def test_invalidate_makes_the_next_read_recompute(client: TestClient[object, object]) -> None:
+async def test_invalidate_makes_the_next_read_recompute(client: Client) -> None:
     await client.get("/api/v1/analytics", params=week(), headers=auth())
     today = utc_today().isoformat()
     response = await client.post(
@@ -125,6 +125,6 @@ async def test_invalidate_makes_the_next_read_recompute(client: TestClient[objec
     assert (await bad.json())["error"]["field"] == "body"
 
 
-async def test_refuses_to_serve_without_a_token(fresh_dsn: str) -> None:
-    with pytest.raises(ConfigurationError, match="API_TOKEN"):
+async def test_refuses_to_serve_without_a_credential(fresh_dsn: str) -> None:
+    with pytest.raises(ConfigurationError, match="JWT_SECRET, ADMIN_API_KEYS, API_TOKEN"):
         await serve(make_settings(fresh_dsn), "127.0.0.1", 0)

@@ -1,4 +1,5 @@
-"""The HTTP analytics API that application instances read: aiohttp, bearer-token auth, JSON in camelCase.
+"""The HTTP analytics API that application instances read: aiohttp, JSON in camelCase; callers are authenticated,
+authorised and rate-limited by security.py (LiteMaaS JWTs, admin API keys, the service token).
 
 GET  /healthz                                  (no auth)
 GET  /api/v1/analytics?startDate=&endDate=&userIds=&modelIds=&providerIds=&apiKeyIds=
@@ -11,7 +12,6 @@ The tier that answered is in the X-Cache-Tier response header.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,16 +21,27 @@ from aiohttp import web
 
 from ..analytics import Page
 from ..dates import DateRange, parse_date
-from ..errors import BackendUnavailable, CacheError, ConfigurationError, InvalidRequest, SourceMissing
+from ..errors import BackendUnavailable, CacheError, InvalidRequest, SourceMissing
 from ..filters import build_query
 from ..manager import CacheManager
 from ..settings import Settings
 from ..vocabulary import DIMENSIONS, Dimension, InvalidationTier
+from .auth import Authenticator
+from .ratelimit import RateLimiter, rules_from_settings
+from .security import RoutePolicies, RoutePolicy, install_security
 
 log = logging.getLogger(__name__)
 MANAGER = web.AppKey("manager", CacheManager)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY_BYTES = 64 * 1024
+
+POLICIES: RoutePolicies = {
+    ("GET", "/api/v1/analytics"): RoutePolicy("admin:usage:read", "analytics"),
+    ("GET", "/api/v1/analytics/{dimension}"): RoutePolicy("admin:usage:read", "analytics"),
+    ("POST", "/api/v1/cache/invalidate"): RoutePolicy("admin:usage:write", "rebuild"),
+    ("GET", "/api/v1/cache/stats"): RoutePolicy("admin:usage:read", "analytics"),
+}
+"""Who may call each route and which rate bucket it counts in; a route not listed here is refused."""
 
 
 def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -39,21 +50,6 @@ def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) 
 
 def _error(status: int, message: str, field: str | None = None) -> web.Response:
     return _json({"error": {"message": message, "field": field}}, status=status)
-
-
-def auth_middleware(token: str) -> Any:
-    """Require `Authorization: Bearer <API_TOKEN>` on everything but /healthz (constant-time compare)."""
-    expected = f"Bearer {token}".encode()
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path != "/healthz":
-            given = request.headers.get("Authorization", "").encode()
-            if not hmac.compare_digest(given, expected):
-                return _error(401, "missing or invalid bearer token")
-        return await handler(request)
-
-    return middleware
 
 
 @web.middleware
@@ -150,9 +146,11 @@ async def stats(request: web.Request) -> web.Response:
     return _json(await request.app[MANAGER].stats())
 
 
-def build_app(manager: CacheManager, token: str) -> web.Application:
-    """The aiohttp application around an open manager."""
-    app = web.Application(middlewares=[error_middleware, auth_middleware(token)], client_max_size=MAX_BODY_BYTES)
+def build_app(manager: CacheManager, authenticator: Authenticator) -> web.Application:
+    """The aiohttp application around an open manager; rate limits are counted in the manager's Redis."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
+    limiter = RateLimiter(rules_from_settings(manager.settings), manager.redis, manager.keys)
+    install_security(app, authenticator, limiter, POLICIES)
     app[MANAGER] = manager
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/v1/analytics", analytics)
@@ -163,11 +161,11 @@ def build_app(manager: CacheManager, token: str) -> web.Application:
 
 
 async def serve(settings: Settings, host: str, port: int) -> None:
-    """Run the API until cancelled. API_TOKEN is required: there is no unauthenticated mode."""
-    if settings.api_token is None or not settings.api_token.get_secret_value():
-        raise ConfigurationError("API_TOKEN: required to serve the HTTP API")
+    """Run the API until cancelled. There is no unauthenticated mode: without JWT_SECRET, ADMIN_API_KEYS or API_TOKEN
+    it refuses to start."""
+    authenticator = Authenticator.from_settings(settings)
     async with CacheManager.open(settings) as manager:
-        runner = web.AppRunner(build_app(manager, settings.api_token.get_secret_value()), access_log=None)
+        runner = web.AppRunner(build_app(manager, authenticator), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, host, port).start()
         log.warning("analytics API listening on %s:%d", host, port)
