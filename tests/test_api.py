@@ -93,9 +93,7 @@ async def test_filters_and_breakdown_pages(client: Client) -> None:
         ("/api/v1/analytics/model", {"startDate": "2026-01-01", "endDate": "2026-01-02", "sortBy": "x"}, "sortBy"),
     ],
 )
-async def test_bad_requests_name_the_field(
-    client: Client, path: str, params: dict[str, str], field: str
-) -> None:
+async def test_bad_requests_name_the_field(client: Client, path: str, params: dict[str, str], field: str) -> None:
     response = await client.get(path, params=params, headers=auth())
     assert response.status == 400
     assert (await response.json())["error"]["field"] == field

@@ -28,16 +28,18 @@ Client = TestClient[Any, Any]
 
 def mint(
     user_id: str | None = ADMIN_ID,
-    roles: list[str] | None = None,
+    roles: Any = None,
     *,
     algorithm: str = "HS256",
     secret: str = JWT_SECRET,
-    lifetime: float = 3600,
+    lifetime: float | None = 3600,
     **claims: Any,
 ) -> str:
-    """A LiteMaaS session token: userId, username, roles, iat, exp (lifetime may be negative: already expired)."""
+    """A LiteMaaS session token: userId, username, roles, iat, exp (a negative lifetime: expired; None: no exp)."""
     now = int(time.time())
-    payload: dict[str, Any] = {"username": "tester", "iat": now, "exp": now + int(lifetime)}
+    payload: dict[str, Any] = {"username": "tester", "iat": now}
+    if lifetime is not None:
+        payload["exp"] = now + int(lifetime)
     if user_id is not None:
         payload["userId"] = user_id
     payload["roles"] = ["admin", "user"] if roles is None else roles

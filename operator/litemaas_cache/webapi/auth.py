@@ -35,7 +35,6 @@ ADMIN_KEY_ROLES: frozenset[Role] = frozenset({"admin", "api"})
 SCOPE_ROLES: Mapping[ServiceScope, Role] = {"read": "admin-readonly", "admin": "admin"}
 ADMIN_KEY_PREFIX = "ltm_admin_"
 USER_KEY_PREFIX = "sk-"
-BEARER = "bearer "
 
 
 @dataclass(frozen=True)
@@ -103,8 +102,9 @@ class Authenticator:
     def authenticate(self, authorization: str | None) -> Caller:
         """The caller of `Authorization: [Bearer ]<token>` (the prefix is optional, as in LiteMaaS)."""
         token = (authorization or "").strip()
-        if token[: len(BEARER)].lower() == BEARER:
-            token = token[len(BEARER) :].strip()
+        scheme, _, rest = token.partition(" ")
+        if scheme.lower() == "bearer":
+            token = rest.strip()
         if not token:
             unauthorized("missing bearer token (Authorization: Bearer <token>)")
         digest = _digest(token)

@@ -107,6 +107,10 @@ class LocalWindows:
         self._windows[key] = (counted + 1, closes)
         return counted + 1, math.ceil((closes - now) * 1000)
 
+    def __len__(self) -> int:
+        """Windows held, closed ones not yet swept included."""
+        return len(self._windows)
+
     def _sweep(self, now: float) -> None:
         """Forget closed windows once there are many: memory stays bounded by the callers of one window."""
         if len(self._windows) < self._sweep_at:
