@@ -233,7 +233,8 @@ async def range_view(
         expect(answer, "redis", "redisDayTier")
 
     bench.say(days, "days held in memory, new user filters")
-    async with CacheManager.open(bench.settings(manager.keys.prefix)) as holding:  # CACHE_LOCAL_FRAMES_MIB default
+    # CACHE_LOCAL_FRAMES_MIB at its default
+    async with CacheManager.open(bench.settings(manager.settings.redis_key_prefix)) as holding:
         await holding.analytics(query(days, bench.fresh_user()))  # reads the days from Redis, and holds them
         for _ in range(runs.redis_day):
             answer = await timed(

@@ -214,6 +214,7 @@ def test_status_declares_what_the_operator_writes() -> None:
         "lastWarmDurationSeconds",
         "keysWarmed",
         "daysWarmed",
+        "daysRefreshed",
         "hitRate",
         "keyCount",
         "memoryUsed",

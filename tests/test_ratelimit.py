@@ -12,7 +12,6 @@ from redis.asyncio import Redis
 
 from litemaas_cache.dates import utc_today
 from litemaas_cache.manager import CacheManager
-from litemaas_cache.redis_tier.keys import KeySpace
 from litemaas_cache.webapi.ratelimit import LOCAL_PRUNE_AT, LocalWindows, RateRule, rules_from_settings
 from tests.conftest import make_settings
 from tests.support.api import ADMIN_ID, ADMIN_KEY, READONLY_ID, Client, bearer, mint, serving
@@ -65,7 +64,7 @@ async def test_the_eleventh_analytics_call_in_a_minute_gets_429(fresh_dsn: str, 
         # The stats route draws on the same bucket; another caller has an allowance of its own.
         await assert_limited(await client.get("/api/v1/cache/stats", headers=bearer(admin)), 10, 60)
         assert (await analytics(client, other)).status == 200
-    key = KeySpace(manager.settings.redis_key_prefix).rate_limit("analytics", f"user:{ADMIN_ID}")
+    key = manager.keys.rate_limit("analytics", f"user:{ADMIN_ID}")
     async with Redis.from_url(make_settings(fresh_dsn).redis_dsn) as redis:
         assert int(await redis.get(key)) == 12
         assert 0 < await redis.pttl(key) <= 60_000

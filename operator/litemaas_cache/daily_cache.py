@@ -35,12 +35,12 @@ FROM {SCHEMA}.daily_usage WHERE day = ANY(%s)
 
 _UPSERT_SQL = f"""
 INSERT INTO {SCHEMA}.daily_usage AS t
-    (day, aggregates, is_complete, row_count, requests, total_tokens, spend, version, updated_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now())
+    (day, aggregates, is_complete, row_count, requests, total_tokens, spend, version, source_fingerprint, updated_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now())
 ON CONFLICT (day) DO UPDATE SET
     aggregates = EXCLUDED.aggregates, is_complete = EXCLUDED.is_complete, row_count = EXCLUDED.row_count,
     requests = EXCLUDED.requests, total_tokens = EXCLUDED.total_tokens, spend = EXCLUDED.spend,
-    version = EXCLUDED.version, updated_at = now()
+    version = EXCLUDED.version, source_fingerprint = EXCLUDED.source_fingerprint, updated_at = now()
 """
 
 _PURGE_SQL = f"""
@@ -51,7 +51,7 @@ WITH cached AS (
     SELECT d::date, NULL, false, 1, now() FROM generate_series(%(start)s::date, %(end)s::date, '1 day') AS d
     ON CONFLICT (day) DO UPDATE SET
         aggregates = NULL, is_complete = false, row_count = 0, requests = 0, total_tokens = 0, spend = 0,
-        version = t.version + 1, updated_at = now()
+        source_fingerprint = NULL, version = t.version + 1, updated_at = now()
     RETURNING day, version
 )
 SELECT bumped.day, bumped.version, cached.day IS NOT NULL FROM bumped LEFT JOIN cached USING (day)
@@ -146,6 +146,9 @@ class PostgresDayCache:
                     result.pop(day, None)
                 missing = [d for d in ordered if d not in result]
                 if missing:
+                    # Fingerprinted before the rows are read: a row landing in between makes the stored
+                    # fingerprint older than the payload, so the day is recomputed once more, never missed.
+                    fingerprints = await self._source.fingerprints(missing)
                     rows = await self._source.fetch(missing)
                     dims = await asyncio.to_thread(dimensions_of, rows, await load_key_owners(conn))
                     codes = await self._dictionary.register(conn, dims.values())
@@ -162,6 +165,7 @@ class PostgresDayCache:
                                 d.frame.height if d.frame is not None else 0,
                                 *totals,
                                 d.version,
+                                fingerprints[d.day],
                             )
                             for d, totals in computed
                         ],
@@ -184,6 +188,16 @@ class PostgresDayCache:
             days_purged=sum(1 for _, _, was_cached in rows if was_cached),
             versions={day: int(version) for day, version, _ in rows},
         )
+
+    async def fingerprints(self, days: Sequence[dt.date]) -> dict[dt.date, str | None]:
+        """The source fingerprint each complete cached day among `days` was computed from (None: not recorded)."""
+        async with self._db.cache_connection() as conn:
+            cur = await conn.execute(
+                f"SELECT day, source_fingerprint FROM {SCHEMA}.daily_usage"
+                " WHERE day = ANY(%s) AND aggregates IS NOT NULL AND is_complete",
+                (list(days),),
+            )
+            return {day: fingerprint for day, fingerprint in await cur.fetchall()}
 
     async def versions(self, days: Sequence[dt.date]) -> dict[dt.date, int]:
         """The current version of each day (0 for a day never cached)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from collections.abc import Callable, Sequence
@@ -13,6 +14,7 @@ from .daily_cache import PostgresDayCache
 from .dates import MAX_INVALIDATION_DAYS, DateRange, check_day
 from .errors import InvalidRequest
 from .filters import AnalyticsQuery, UsageFilters
+from .freshness import SourceFreshness
 from .redis_tier import RedisTier
 from .service import AnalyticsService
 from .stats import Counters
@@ -22,6 +24,7 @@ from .vocabulary import Dimension, InvalidationTier
 @dataclass
 class WarmReport:
     ranges: list[str] = field(default_factory=list)
+    days_refreshed: list[dt.date] = field(default_factory=list)  # their source rows changed since they were cached
     keys_written: int = 0
     days_warmed: int = 0
     results_warmed: int = 0
@@ -31,6 +34,7 @@ class WarmReport:
     def as_dict(self) -> dict[str, Any]:
         return {
             "ranges": self.ranges,
+            "daysRefreshed": [d.isoformat() for d in self.days_refreshed],
             "keysWritten": self.keys_written,
             "daysWarmed": self.days_warmed,
             "resultsWarmed": self.results_warmed,
@@ -68,12 +72,23 @@ class InvalidationReport:
 
 class Maintenance:
     def __init__(
-        self, service: AnalyticsService, postgres: PostgresDayCache, redis: RedisTier, counters: Counters
+        self,
+        service: AnalyticsService,
+        postgres: PostgresDayCache,
+        redis: RedisTier,
+        counters: Counters,
+        freshness: SourceFreshness,
+        max_concurrent_warms: int,
     ) -> None:
         self._service = service
         self._postgres = postgres
         self._redis = redis
         self._counters = counters
+        self._freshness = freshness
+        # However many CacheWarmPolicies fall due together, WARM_MAX_CONCURRENT warms run at once; the rest wait.
+        self._warm_slots = asyncio.Semaphore(max_concurrent_warms)
+        self.warms_running = 0
+        self.warms_waiting = 0
 
     async def warm(
         self,
@@ -83,8 +98,27 @@ class Maintenance:
         progress: Callable[[str], None] | None = None,
     ) -> WarmReport:
         """Fill day aggregates and range results for every range x filter set (x breakdown)."""
+        self.warms_waiting += 1
+        try:
+            await self._warm_slots.acquire()
+        finally:
+            self.warms_waiting -= 1
+        self.warms_running += 1
+        try:
+            return await self._warm(ranges, filter_sets, breakdowns, progress)
+        finally:
+            self.warms_running -= 1
+            self._warm_slots.release()
+
+    async def _warm(
+        self,
+        ranges: Sequence[DateRange],
+        filter_sets: Sequence[UsageFilters],
+        breakdowns: Sequence[Dimension],
+        progress: Callable[[str], None] | None,
+    ) -> WarmReport:
         started = time.monotonic()
-        report = WarmReport(ranges=[str(r) for r in ranges])
+        report = WarmReport(ranges=[str(r) for r in ranges], days_refreshed=await self._freshness.check())
         warmed_days: set[dt.date] = set()
         for days in ranges:
             for filters in filter_sets or [UsageFilters()]:

@@ -14,8 +14,9 @@ from typing import Any
 from .codec import Codec
 from .daily_cache import FreshnessPolicy, PostgresDayCache
 from .day_store import TieredDayStore
-from .db import Database
+from .db import Database, SessionLimits
 from .dictionary import DimensionDictionary
+from .freshness import SourceFreshness
 from .maintenance import InvalidationReport, Maintenance, WarmReport
 from .redis_tier import NullRedisStore, RedisStore, RedisTier
 from .redis_tier.keys import KeySpace
@@ -32,10 +33,10 @@ __all__ = ["Answer", "CacheManager", "InvalidationReport", "InvalidationTier", "
 class CacheManager:
     """Analytics, breakdowns, warming, invalidation and statistics over both tiers."""
 
-    def __init__(self, settings: Settings, db: Database, source: SourceReader) -> None:
+    def __init__(self, settings: Settings, db: Database, source: SourceReader, database_identity: str) -> None:
         self.settings = settings
         self.db = db
-        self.keys = KeySpace(settings.redis_key_prefix)
+        self.keys = KeySpace.of_database(settings.redis_key_prefix, database_identity)
         self.dictionary = DimensionDictionary()
         self.postgres = PostgresDayCache(
             db,
@@ -62,8 +63,20 @@ class CacheManager:
         self.counters = Counters(self.redis)
         self.days = TieredDayStore(settings, self.redis, self.postgres, self.counters)
         self.results = ResultCache(settings, self.redis, self.counters)
-        self.service = AnalyticsService(settings, db, self.keys, self.results, self.days, self.dictionary)
-        self.maintenance = Maintenance(self.service, self.postgres, self.redis, self.counters)
+        self.freshness = SourceFreshness(
+            self.postgres,
+            source,
+            self.counters,
+            lambda days: self.maintenance.invalidate(days),
+            window_days=settings.freshness_days,
+            read_check_seconds=settings.freshness_check_minutes * 60,
+        )
+        self.service = AnalyticsService(
+            settings, db, self.keys, self.results, self.days, self.dictionary, self.freshness
+        )
+        self.maintenance = Maintenance(
+            self.service, self.postgres, self.redis, self.counters, self.freshness, settings.warm_max_concurrent
+        )
         # What callers use, each one part's own method.
         self.analytics = self.service.analytics
         self.breakdown = self.service.breakdown
@@ -75,12 +88,18 @@ class CacheManager:
     @asynccontextmanager
     async def open(cls, settings: Settings) -> AsyncIterator[CacheManager]:
         """Open the PostgreSQL pool and (lazily) Redis; close both on exit."""
-        db = Database(settings.database_dsn, max_size=settings.db_pool_max_size)
+        limits = SessionLimits(
+            statement_timeout_seconds=settings.db_statement_timeout_seconds,
+            lock_timeout_seconds=settings.db_lock_timeout_seconds,
+            pool_timeout_seconds=settings.db_pool_timeout_seconds,
+            max_waiting=settings.db_pool_max_waiting,
+        )
+        db = Database(settings.database_dsn, max_size=settings.db_pool_max_size, limits=limits)
         await db.open()
-        source = SourceReader(settings.litellm_dsn)
+        source = SourceReader(settings.litellm_dsn, limits)
         manager: CacheManager | None = None
         try:
-            manager = cls(settings, db, source)
+            manager = cls(settings, db, source, await db.identity())
             yield manager
         finally:
             if manager is not None:

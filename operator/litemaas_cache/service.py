@@ -1,6 +1,7 @@
 """The analytics service: the read path of an analytics document or a breakdown, top to bottom.
 
-    query -> result cache (Redis result entry, single flight, lease lock)
+    query -> source freshness (at most every CACHE_FRESHNESS_CHECK_MINUTES: days whose rows changed are invalidated)
+          -> result cache (Redis result entry, single flight, lease lock)
           -> on a miss: the covered days, chunk by chunk, through the tiered day store (Redis -> PostgreSQL -> source)
           -> each chunk folded by the columnar engine in a worker thread
           -> the document built from the folded range, stored back as a result entry
@@ -21,6 +22,7 @@ from .db import Database
 from .dictionary import DimensionDictionary
 from .engine import CodeFilter, RangeAccumulator, RangeSummary
 from .filters import AnalyticsQuery, UsageFilters
+from .freshness import SourceFreshness
 from .redis_tier.keys import KeySpace, ResultKind
 from .result_cache import Answer, Computed, ResultCache, ResultJob
 from .settings import Settings
@@ -37,6 +39,7 @@ class AnalyticsService:
         results: ResultCache,
         days: TieredDayStore,
         dictionary: DimensionDictionary,
+        freshness: SourceFreshness,
     ) -> None:
         self._settings = settings
         self._db = db
@@ -44,10 +47,12 @@ class AnalyticsService:
         self._results = results
         self._days = days
         self._dictionary = dictionary
+        self._freshness = freshness
         self._slots = asyncio.Semaphore(settings.max_concurrent_computations)
 
     async def analytics(self, query: AnalyticsQuery) -> Answer:
         """The admin analytics document for a validated query."""
+        await self._freshness.check_if_due()
         current, previous = query.range, query.range.previous()
 
         async def compute() -> Computed:
@@ -63,6 +68,7 @@ class AnalyticsService:
 
     async def breakdown(self, dimension: Dimension, query: AnalyticsQuery, page: Page) -> Answer:
         """One page of a by-user / by-model / by-provider breakdown (the full list is what gets cached)."""
+        await self._freshness.check_if_due()
 
         async def compute() -> Computed:
             summary, fetch = await self._summarise(query.range, None, query.filters, per_day=False)

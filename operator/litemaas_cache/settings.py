@@ -42,6 +42,34 @@ class Settings(BaseSettings):
         description='PostgreSQL holding LiteLLM\'s "LiteLLM_DailyUserSpend"; defaults to DATABASE_URL.',
     )
     db_pool_max_size: PositiveInt = Field(default=10, validation_alias="DB_POOL_MAX_SIZE")
+    db_pool_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        validation_alias="DB_POOL_TIMEOUT_SECONDS",
+        description="How long a read waits for a pooled connection before it is answered 503 (retry later).",
+    )
+    db_pool_max_waiting: int = Field(
+        default=64,
+        ge=1,
+        le=100_000,
+        validation_alias="DB_POOL_MAX_WAITING",
+        description="Reads that may queue for a pooled connection; beyond that, further ones get 503 at once.",
+    )
+    db_statement_timeout_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        le=86400,
+        validation_alias="DB_STATEMENT_TIMEOUT_SECONDS",
+        description="PostgreSQL statement_timeout of this process's sessions (both databases).",
+    )
+    db_lock_timeout_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        le=86400,
+        validation_alias="DB_LOCK_TIMEOUT_SECONDS",
+        description="PostgreSQL lock_timeout: the longest wait for another process's fill or purge of a day.",
+    )
 
     redis_enabled: bool = Field(default=True, validation_alias="REDIS_ENABLED")
     redis_url: SecretStr | None = Field(
@@ -83,6 +111,20 @@ class Settings(BaseSettings):
         validation_alias="CACHE_YESTERDAY_GRACE_SECONDS",
         description="After UTC midnight, yesterday is still refreshed like today for this long.",
     )
+    freshness_days: int = Field(
+        default=7,
+        ge=0,
+        le=366,
+        validation_alias="CACHE_FRESHNESS_DAYS",
+        description="Past days whose source rows are fingerprinted to catch late rows (0: no check).",
+    )
+    freshness_check_minutes: float = Field(
+        default=10.0,
+        gt=0,
+        le=1440,
+        validation_alias="CACHE_FRESHNESS_CHECK_MINUTES",
+        description="Reads check those fingerprints at most this often (every warm checks them too).",
+    )
     stampede_lock_seconds: float = Field(default=30.0, gt=0, validation_alias="CACHE_LOCK_SECONDS")
     stampede_wait_seconds: float = Field(default=10.0, ge=0, validation_alias="CACHE_LOCK_WAIT_SECONDS")
 
@@ -110,6 +152,20 @@ class Settings(BaseSettings):
         description="Days read and folded at a time by a computation: bounds its memory, whatever the range.",
     )
 
+    warm_max_concurrent: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        validation_alias="WARM_MAX_CONCURRENT",
+        description="Warms run at once per process, whatever the number of CacheWarmPolicies; the rest queue.",
+    )
+    operator_max_retries: int = Field(
+        default=40,
+        ge=1,
+        le=10_000,
+        validation_alias="OPERATOR_MAX_RETRIES",
+        description="Retries of a CacheInvalidation whose purge keeps failing before it is marked Failed.",
+    )
     operator_retry_seconds: float = Field(
         default=15.0,
         gt=0,

@@ -20,6 +20,7 @@ import adbc_driver_postgresql.dbapi as adbc
 import polars as pl
 import psycopg
 
+from .db import UNBOUNDED, SessionLimits
 from .dictionary import CODE_TYPE
 from .errors import BackendUnavailable, SourceMissing
 from .frames import SUMS
@@ -40,6 +41,19 @@ SELECT date, api_key, coalesce(nullif(model, ''), '{UNKNOWN_MODEL}') AS model,
 FROM {SOURCE_TABLE}
 WHERE date IN ({{days}})
 """
+
+
+# One indexed pass over the checked days' rows (LiteLLM indexes "date"): what a late row, a backfill or a correction
+# changes. spend is summed as numeric, so the same rows always give the same text whatever their order.
+_FINGERPRINT_SQL = f"""
+SELECT date, concat_ws('/', count(*), coalesce(sum(api_requests), 0), coalesce(sum(spend::numeric), 0),
+                       max(updated_at)) AS fingerprint
+FROM {SOURCE_TABLE}
+WHERE date IN ({{days}})
+GROUP BY date
+"""
+# The fingerprint of a day without rows.
+EMPTY_FINGERPRINT = "0/0/0"
 
 
 class UserInfo(NamedTuple):
@@ -92,20 +106,29 @@ async def load_users(conn: psycopg.AsyncConnection[Any], user_ids: Sequence[str]
 class SourceReader:
     """Fetches day usage from LiteLLM's table over ADBC connections of its own (kept for reuse, one per fetch)."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, limits: SessionLimits = UNBOUNDED) -> None:
         self._dsn = dsn
+        self._limits = limits
         self._idle: list[Any] = []
 
     async def fetch(self, days: Sequence[dt.date]) -> pl.DataFrame:
         """LiteLLM's rows of `days` (date, api_key, model, llm_provider and the metrics), in one statement."""
-        return await asyncio.to_thread(self._fetch_arrow, days) if days else _empty_source()
+        return await asyncio.to_thread(self._select, _USAGE_SQL, days) if days else _empty_source()
 
-    def _fetch_arrow(self, days: Sequence[dt.date]) -> pl.DataFrame:
+    async def fingerprints(self, days: Sequence[dt.date]) -> dict[dt.date, str]:
+        """A fingerprint of each day's rows (EMPTY_FINGERPRINT for a day without any), in one statement."""
+        if not days:
+            return {}
+        frame = await asyncio.to_thread(self._select, _FINGERPRINT_SQL, days)
+        found = {dt.date.fromisoformat(day): text for day, text in frame.iter_rows()}
+        return {day: found.get(day, EMPTY_FINGERPRINT) for day in days}
+
+    def _select(self, sql: str, days: Sequence[dt.date]) -> pl.DataFrame:
         # Days are date objects, so their ISO form is safe to inline (ADBC cannot bind a list parameter).
-        sql = _USAGE_SQL.format(days=", ".join(f"'{d.isoformat()}'" for d in days))
+        statement = sql.format(days=", ".join(f"'{d.isoformat()}'" for d in days))
         with self._connection() as conn, conn.cursor() as cur:
             try:
-                cur.execute(sql)
+                cur.execute(statement)
                 table = cur.fetch_arrow_table()
             except adbc.Error as exc:
                 if getattr(exc, "sqlstate", None) == UNDEFINED_TABLE:
@@ -120,7 +143,7 @@ class SourceReader:
     @contextmanager
     def _connection(self) -> Iterator[Any]:
         try:
-            conn = self._idle.pop() if self._idle else adbc.connect(self._dsn)
+            conn = self._idle.pop() if self._idle else self._connect()
         except adbc.Error as exc:
             raise BackendUnavailable("postgresql", f"LiteLLM's database: {type(exc).__name__}") from None
         try:
@@ -134,6 +157,15 @@ class SourceReader:
         else:
             conn.rollback()
             self._idle.append(conn)
+
+    def _connect(self) -> Any:
+        """A new ADBC connection with the session's timeouts (committed, so a later rollback keeps them)."""
+        conn = adbc.connect(self._dsn)
+        with conn.cursor() as cur:
+            for name, milliseconds in self._limits.session_settings().items():
+                cur.execute(f"SET {name} = {milliseconds}")
+        conn.commit()
+        return conn
 
     def close(self) -> None:
         while self._idle:

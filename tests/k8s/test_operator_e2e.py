@@ -489,3 +489,42 @@ def test_operator_killed_mid_invalidation_completes_once_after_restart(
     log = (tmp_path / "operator.log").read_text()
     assert "Traceback" not in log, log[-3000:]
     assert operator_env["DATABASE_URL"].split("@")[0] not in log  # no credentials in the log
+
+
+def test_invalidation_that_keeps_failing_ends_failed_after_its_retries(
+    kube_cluster: KubeCluster, crds: None, operator_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Issue 10 item 7: a purge that could never finish (Redis unreachable) was retried for ever, purging PostgreSQL
+    again each time. After OPERATOR_MAX_RETRIES attempts it is Failed, with the reason in its condition."""
+    namespace = f"k-{uuid.uuid4().hex[:10]}"
+    kube_cluster.run("create", "namespace", namespace)
+    env = {
+        **os.environ,
+        **operator_env,
+        "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
+        "OPERATOR_MAX_RETRIES": "3",
+    }
+    operator = subprocess.Popen(
+        [str(LITEMAAS_CLI), "operator", "--standalone", "--namespace", namespace],
+        env=env,
+        stdout=(tmp_path / "operator.log").open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    today = utc_today()
+    try:
+        apply(kube_cluster, invalidation("doomed", namespace, today - dt.timedelta(days=3), today))
+        failed = wait_for(
+            "the invalidation to be Failed after its retries",
+            lambda: (
+                (o := get(kube_cluster, "cinv", "doomed", namespace))
+                and o.get("status", {}).get("phase") == "Failed"
+                and o
+            ),
+        )
+    finally:
+        operator.terminate()
+        operator.wait(timeout=30)
+    assert failed["status"]["message"].startswith("gave up after 3 attempts: ")
+    assert condition(failed, "Complete") == "False"
+    reasons = [c["reason"] for c in failed["status"]["conditions"] if c["type"] == "Complete"]
+    assert reasons == ["RetriesExhausted"]

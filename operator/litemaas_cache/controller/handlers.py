@@ -21,6 +21,7 @@ from . import kube
 from .invalidation import (
     TERMINAL_PHASES,
     InvalidationIncomplete,
+    failed_status,
     parse_invalidation,
     run_invalidation,
     running_status,
@@ -141,9 +142,11 @@ async def invalidation_purge(
     patch: kopf.Patch,
     memo: kopf.Memo,
     warm_policy_specs: kopf.Index[str | None, dict[str, Any]],
+    retry: int,
     **_: Any,
 ) -> None:
-    """Purge the range once; Redis down is temporary (retried), a bad spec is permanent (Failed).
+    """Purge the range once; Redis down is temporary (retried OPERATOR_MAX_RETRIES times, then Failed), a bad spec
+    is permanent (Failed).
 
     (The type-ignore above: kopf's protocol cannot express the extra index keyword argument.)
     """
@@ -160,8 +163,14 @@ async def invalidation_purge(
         kopf.event(body, type="Warning", reason="Failed", message=str(exc))
         raise kopf.PermanentError(str(exc)) from None
     except (InvalidationIncomplete, CacheError) as exc:
-        patch.status["message"] = f"retrying: {exc}"
-        raise kopf.TemporaryError(str(exc), delay=memo.manager.settings.operator_retry_seconds) from None
+        settings = memo.manager.settings
+        if retry + 1 >= settings.operator_max_retries:
+            message = f"gave up after {retry + 1} attempts: {exc}"
+            patch.status.update(failed_status("RetriesExhausted", message, generation, status.get("conditions")))
+            kopf.event(body, type="Warning", reason="Failed", message=message)
+            raise kopf.PermanentError(message) from None
+        patch.status["message"] = f"retrying ({retry + 1}/{settings.operator_max_retries}): {exc}"
+        raise kopf.TemporaryError(str(exc), delay=settings.operator_retry_seconds) from None
     patch.status.update(outcome.status)
     kopf.event(body, type="Normal", reason="Purged", message=outcome.status["message"])
 

@@ -35,18 +35,21 @@ def parse_invalidation(spec: dict[str, Any], generation: int | None) -> CacheInv
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "spec"
         message = f"spec.{where}: {first['msg']}"
-        now = utc_now()
-        raise WarmFailed(
-            message,
-            {
-                "phase": "Failed",
-                "message": message,
-                "completionTime": timestamp(now),
-                "observedGeneration": generation,
-                "conditions": set_condition(None, "Complete", "False", "InvalidSpec", message, generation, now),
-            },
-            permanent=True,
-        ) from None
+        raise WarmFailed(message, failed_status("InvalidSpec", message, generation, None), permanent=True) from None
+
+
+def failed_status(
+    reason: str, message: str, generation: int | None, conditions: list[dict[str, Any]] | None
+) -> dict[str, Any]:
+    """The terminal status of an invalidation that cannot succeed (a bad spec, or retries exhausted)."""
+    now = utc_now()
+    return {
+        "phase": "Failed",
+        "message": message,
+        "completionTime": timestamp(now),
+        "observedGeneration": generation,
+        "conditions": set_condition(conditions, "Complete", "False", reason, message, generation, now),
+    }
 
 
 def running_status(generation: int | None, now: dt.datetime | None = None) -> dict[str, Any]:

@@ -183,12 +183,16 @@ async def warm_policy(
         "lastWarmDurationSeconds": round(report.duration_seconds, 3),
         "keysWarmed": report.keys_written,
         "daysWarmed": report.days_warmed,
+        "daysRefreshed": [d.isoformat() for d in report.days_refreshed],
         "lastError": None,
         **await cache_status(manager),
     }
     events = []
     if status.get("conditions") is None or _ready(status) != "True":
         events.append(("Normal", "Warmed", message))
+    if report.days_refreshed:
+        days = ", ".join(d.isoformat() for d in report.days_refreshed)
+        events.append(("Normal", "SourceChanged", f"LiteLLM's rows changed after caching; recomputed {days}"))
     if degraded and _redis(status) != "False":
         events.append(("Warning", "RedisUnavailable", "redis is unreachable; warming PostgreSQL only"))
     if not degraded and _redis(status) == "False" and manager.redis.enabled:

@@ -22,6 +22,12 @@ RESULT_KINDS: tuple[ResultKind, ...] = ("analytics", "by-user", "by-model", "by-
 class KeySpace:
     prefix: str
 
+    @classmethod
+    def of_database(cls, prefix: str, database: str) -> KeySpace:
+        """The keys of one cache database (Database.identity): under REDIS_KEY_PREFIX, then the database's
+        identity, so another deployment's entries are never read whatever prefix it was given."""
+        return cls(f"{prefix}{database}:")
+
     @property
     def versions(self) -> str:
         """Hash day -> version: mirrors PostgreSQL's daily_usage.version; never expires."""
@@ -31,6 +37,12 @@ class KeySpace:
     def stats(self) -> str:
         """Hash of hit/miss counters shared by every instance."""
         return f"{self.prefix}stats"
+
+    @property
+    def results_index(self) -> str:
+        """Sorted set of the live result keys, scored by expiry (epoch seconds): a purge finds the entries that
+        overlap its range here, and the stats count them, without a scan of the keyspace."""
+        return f"{self.prefix}res-index"
 
     def day(self, day: dt.date) -> str:
         return f"{self.prefix}day:{day.isoformat()}"
@@ -44,10 +56,6 @@ class KeySpace:
 
     def lock(self, key: str) -> str:
         return f"{self.prefix}lock:{key.removeprefix(self.prefix)}"
-
-    @property
-    def result_pattern(self) -> str:
-        return f"{_glob_escape(self.prefix)}res:*"
 
     @property
     def all_pattern(self) -> str:

@@ -25,6 +25,7 @@ from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from ..codec import Codec, CorruptValue
 from ..dates import DateRange
+from ..errors import CacheError
 from ..frames import DayFrame, UnreadablePayload, read_header
 from .breaker import BreakerState, CircuitBreaker
 from .keys import KeySpace
@@ -70,6 +71,10 @@ _STRAY_KEY = "WRONGTYPE"
 STATS_FLUSH_SECONDS = 1.0
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _versions(mirror: Sequence[bytes | None]) -> list[int]:
     """An HMGET of the version mirror as numbers; a day the mirror does not hold is at version 0."""
     return [int(v) if v is not None else 0 for v in mirror]
@@ -104,6 +109,8 @@ class RedisStore:
         self._client: RedisClient | None = None
         self._synced = False
         self._synced_at = 0.0
+        self._resync_lock = asyncio.Lock()
+        self._resync_retry_at = 0.0  # after PostgreSQL failed a re-sync, none is tried before this
         self._missed = 0  # calls that failed or were refused: any of them may have been a version raise
         self._pending_stats: Counter[str] = Counter()
         self._last_flush = time.monotonic()
@@ -164,9 +171,10 @@ class RedisStore:
             return default
         try:
             client = self._connect()
+            if versioned and not await self._ensure_synced(client):
+                self._mark_unsynced()
+                return default
             async with asyncio.timeout(self.timeout * 4):
-                if versioned and (not self._synced or time.monotonic() - self._synced_at >= self.resync_seconds):
-                    await self._resync_versions(client)
                 result = await fn(client)
         except ResponseError as exc:
             if not str(exc).startswith(_STRAY_KEY):
@@ -195,11 +203,34 @@ class RedisStore:
         self._missed += 1
         self._synced = False
 
+    async def _ensure_synced(self, client: RedisClient) -> bool:
+        """Whether the mirror may be trusted for a call, re-syncing it first when due (one re-sync at a time).
+        When PostgreSQL cannot give the versions, Redis itself is fine (no breaker failure) but cannot be trusted:
+        calls are misses until a re-sync succeeds, tried again at most every REDIS_BREAKER_RESET_SECONDS."""
+        if self._synced and time.monotonic() - self._synced_at < self.resync_seconds:
+            return True
+        if self._synced and self._resync_lock.locked():
+            return True  # a periodic re-sync is under way; the mirror was in step moments ago
+        async with self._resync_lock:
+            if self._synced and time.monotonic() - self._synced_at < self.resync_seconds:
+                return True
+            if time.monotonic() < self._resync_retry_at:
+                return False
+            try:
+                await self._resync_versions(client)
+            except CacheError as exc:
+                self._resync_retry_at = time.monotonic() + self.breaker.reset_seconds
+                log.warning("redis not used until its version mirror can be re-synced: %s", exc)
+                return False
+        return True
+
     async def _resync_versions(self, client: RedisClient | None = None) -> None:
-        """Raise the mirror to PostgreSQL's versions (on first contact and after every outage)."""
+        """Raise the mirror to PostgreSQL's versions (on first contact and after every outage). PostgreSQL is read
+        outside the Redis timeout: a slow or failing PostgreSQL is not a Redis failure."""
         missed = self._missed
         versions = await self._version_source()
-        await self._merge_versions(client or self._connect(), versions)
+        async with asyncio.timeout(self.timeout * 4):
+            await self._merge_versions(client or self._connect(), versions)
         # A call that failed or was refused meanwhile may have missed a raise newer than `versions`.
         self._synced = self._missed == missed
         self._synced_at = time.monotonic()
@@ -296,32 +327,43 @@ class RedisStore:
         return await self._call("get-result", read, None)
 
     async def put_result(self, key: str, versions: dict[dt.date, int], value: Any, ttl: int) -> bool:
-        """Store a result computed from days at `versions` (ordered by day)."""
+        """Store a result computed from days at `versions` (ordered by day), and index it until it expires."""
 
         async def write(client: RedisClient) -> bool:
             await self._merge_versions(client, versions)
             vector = [versions[d] for d in sorted(versions)]
-            await client.set(key, self.codec.encode({"v": vector, "r": value}), ex=ttl)
+            now = time.time()
+            pipe = client.pipeline(transaction=False)
+            pipe.set(key, self.codec.encode({"v": vector, "r": value}), ex=ttl)
+            pipe.zadd(self.keys.results_index, {key: now + ttl})
+            pipe.zremrangebyscore(self.keys.results_index, "-inf", now)  # keeps the index to live entries
+            await pipe.execute()
             return True
 
         return cast(bool, await self._call("put-result", write, False))
 
     # -- invalidation ------------------------------------------------------------------------------------
     async def purge(self, days: DateRange) -> int | None:
-        """Delete the range's day entries and every result entry overlapping it; None when unreachable."""
+        """Delete the range's day entries and every live result entry overlapping it (found in the results index,
+        never by a keyspace scan); None when unreachable. Version raises already make them unreadable: deleting
+        them frees their memory before their TTL would."""
 
         async def delete(client: RedisClient) -> int:
-            doomed = [self.keys.day(d) for d in days]
-            async for raw in self._scan(client, self.keys.result_pattern):
-                key = raw.decode() if isinstance(raw, bytes) else raw
-                covered = self.keys.result_range(key)
-                if covered is not None and covered.overlaps(days):
-                    doomed.append(key)
+            live = await client.zrangebyscore(self.keys.results_index, time.time(), "+inf")
+            overlapping = [
+                key
+                for key in map(_text, cast(list[bytes], live))
+                if (covered := self.keys.result_range(key)) is not None and covered.overlaps(days)
+            ]
+            doomed = [*(self.keys.day(d) for d in days), *overlapping]
             pipe = client.pipeline(transaction=False)
             for key in doomed:
                 # Not pipe.unlink(): on a cluster pipeline that is a multi-key coroutine and queues nothing.
                 pipe.execute_command("UNLINK", key)
-            return sum(int(n) for n in await pipe.execute())
+            if overlapping:
+                pipe.zrem(self.keys.results_index, *overlapping)
+            replies: list[int] = await pipe.execute()
+            return sum(replies[: len(doomed)])
 
         return cast(int | None, await self._call("purge", delete, None))
 
@@ -389,28 +431,36 @@ class RedisStore:
 
         async def read(client: RedisClient) -> dict[str, int]:
             raw = await client.hgetall(self.keys.stats)
-            return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
+            return {_text(k): int(v) for k, v in raw.items()}
 
         return cast(dict[str, int] | None, await self._call("stats", read, None))
 
     async def server_info(self) -> dict[str, Any] | None:
-        """Key count under the prefix and memory used (summed over primaries on a cluster)."""
+        """Keys of this cache (day entries present, live result entries, and the shared hashes), counted from the
+        version mirror and the results index rather than by a scan, and memory used (summed over primaries)."""
 
         async def info(client: RedisClient) -> dict[str, Any]:
-            keys = 0
-            async for _ in self._scan(client, self.keys.all_pattern):
-                keys += 1
+            days = [_text(day) for day in await client.hkeys(self.keys.versions)]
+            pipe = client.pipeline(transaction=False)
+            for key in [*(self.keys.day(dt.date.fromisoformat(d)) for d in days), *self._shared_keys]:
+                pipe.exists(key)
+            pipe.zcount(self.keys.results_index, time.time(), "+inf")
+            *present, results = await pipe.execute()
             if isinstance(client, RedisCluster):
                 per_node = await client.info("memory", target_nodes=RedisCluster.PRIMARIES)
                 memory = sum(int(v["used_memory"]) for v in per_node.values())
             else:
                 memory = int((await client.info("memory"))["used_memory"])
-            return {"keyCount": keys, "memoryUsedBytes": memory}
+            return {"keyCount": sum(int(p) for p in present) + int(results), "memoryUsedBytes": memory}
 
         return cast(dict[str, Any] | None, await self._call("info", info, None))
 
+    @property
+    def _shared_keys(self) -> tuple[str, ...]:
+        return (self.keys.versions, self.keys.stats, self.keys.results_index)
+
     async def delete_all(self) -> int:
-        """Remove every key under the prefix (tests and benchmarks only)."""
+        """Remove every key under the prefix (tests and benchmarks only: this one scans the keyspace)."""
 
         async def delete(client: RedisClient) -> int:
             removed = 0
