@@ -111,9 +111,9 @@ async def manager(fresh_dsn: str, key_prefix: str) -> AsyncIterator[CacheManager
 
 
 @asynccontextmanager
-async def managed(dsn: str, key_prefix: str) -> AsyncIterator[CacheManager]:
+async def managed(dsn: str, key_prefix: str, **overrides: object) -> AsyncIterator[CacheManager]:
     """A two-tier manager on `dsn` whose Redis keys (under `key_prefix`) are removed when it closes."""
-    async with CacheManager.open(make_settings(dsn, redis_key_prefix=key_prefix)) as m:
+    async with CacheManager.open(make_settings(dsn, redis_key_prefix=key_prefix, **overrides)) as m:
         yield m
         await m.redis.delete_all()
 

@@ -5,30 +5,31 @@ tests/test_api_contract.py checks each LiteMaaS endpoint against the contract an
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import pytest_asyncio
-from aiohttp.test_utils import TestClient, TestServer
 
 from litemaas_cache.dates import utc_today
 from litemaas_cache.errors import ConfigurationError
 from litemaas_cache.manager import CacheManager
-from litemaas_cache.webapi import build_app, serve
+from litemaas_cache.webapi import serve
 from tests.conftest import make_settings
+from tests.support.api import SERVICE_TOKEN, Client, authenticator, bearer, serving
 
-TOKEN = "s3cret-token-for-tests"
 ANALYTICS = "/api/v1/admin/usage/analytics"
 
 
 @pytest_asyncio.fixture
-async def client(manager: CacheManager) -> AsyncIterator[TestClient[object, object]]:
-    async with TestClient(TestServer(build_app(manager, TOKEN))) as test_client:
+async def client(fresh_dsn: str, open_manager: Callable[..., Awaitable[CacheManager]]) -> AsyncIterator[Client]:
+    """The API with the service token in admin scope, and rate limits no test here reaches."""
+    manager = await open_manager(fresh_dsn, admin_analytics_rate_limit=1000, admin_cache_rebuild_limit=1000)
+    async with serving(manager, authenticator(service_scope="admin")) as test_client:
         yield test_client
 
 
-def auth(token: str = TOKEN) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+def auth(token: str = SERVICE_TOKEN) -> dict[str, str]:
+    return bearer(token)
 
 
 def week() -> dict[str, str]:
@@ -36,17 +37,17 @@ def week() -> dict[str, str]:
     return {"startDate": (today - dt.timedelta(days=6)).isoformat(), "endDate": today.isoformat()}
 
 
-async def test_requires_the_bearer_token(client: TestClient[object, object]) -> None:
-    for headers in ({}, auth("wrong"), {"Authorization": TOKEN}):
+async def test_requires_the_bearer_token(client: Client) -> None:
+    for headers in ({}, auth("wrong"), {"Authorization": "Bearer "}):
         response = await client.post(ANALYTICS, json=week(), headers=headers)
         assert response.status == 401
-        assert await response.json() == {"error": "missing or invalid bearer token", "code": "UNAUTHORIZED"}
-        assert TOKEN not in await response.text()
+        assert (await response.json())["code"] == "UNAUTHORIZED"
+        assert SERVICE_TOKEN not in await response.text()
     for public in ("/healthz", "/api/v1/openapi.json"):
         assert (await client.get(public)).status == 200, public
 
 
-async def test_analytics_cold_then_redis_hit(client: TestClient[object, object]) -> None:
+async def test_analytics_cold_then_redis_hit(client: Client) -> None:
     first = await client.post(ANALYTICS, json=week(), headers=auth())
     assert first.status == 200
     assert first.headers["X-Cache-Tier"] == "source"
@@ -60,7 +61,7 @@ async def test_analytics_cold_then_redis_hit(client: TestClient[object, object])
     assert stats["redis"]["hits"] == 1
 
 
-async def test_invalidate_makes_the_next_read_recompute(client: TestClient[object, object]) -> None:
+async def test_invalidate_makes_the_next_read_recompute(client: Client) -> None:
     await client.post(ANALYTICS, json=week(), headers=auth())
     today = utc_today().isoformat()
     response = await client.post(
@@ -81,7 +82,7 @@ async def test_invalidate_makes_the_next_read_recompute(client: TestClient[objec
     assert (await wrong_tier.json())["details"]["field"] == "tiers[0]"
 
 
-async def test_what_the_router_refuses_has_the_error_shape(client: TestClient[object, object]) -> None:
+async def test_what_the_router_refuses_has_the_error_shape(client: Client) -> None:
     missing = await client.get("/api/v1/analytics", params=week(), headers=auth())  # the old route is gone
     assert (missing.status, await missing.json()) == (404, {"error": "Not Found", "code": "NOT_FOUND"})
     wrong_method = await client.get(ANALYTICS, headers=auth())
@@ -90,6 +91,6 @@ async def test_what_the_router_refuses_has_the_error_shape(client: TestClient[ob
     assert "POST" in wrong_method.headers["Allow"]
 
 
-async def test_refuses_to_serve_without_a_token(fresh_dsn: str) -> None:
-    with pytest.raises(ConfigurationError, match="API_TOKEN"):
+async def test_refuses_to_serve_without_a_credential(fresh_dsn: str) -> None:
+    with pytest.raises(ConfigurationError, match="JWT_SECRET, ADMIN_API_KEYS, API_TOKEN"):
         await serve(make_settings(fresh_dsn), "127.0.0.1", 0)

@@ -10,24 +10,21 @@ from __future__ import annotations
 import datetime as dt
 import math
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import psycopg
 import pytest
 import pytest_asyncio
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from jsonschema import Draft202012Validator, FormatChecker
 
 from litemaas_cache.analytics import SORT_FIELDS
 from litemaas_cache.dates import utc_today
 from litemaas_cache.manager import CacheManager
 from litemaas_cache.vocabulary import UNKNOWN_USER_ID, Dimension
-from litemaas_cache.webapi import build_app
-from litemaas_cache.webapi.routes import CALLER
 from tests.conftest import SEED_ARGS, managed
+from tests.support.api import SERVICE_TOKEN, authenticator, bearer, mint, serving
 from tests.support.metrics import assert_metrics, close
 from tests.support.oracle import (
     IDENTITY,
@@ -39,18 +36,12 @@ from tests.support.oracle import (
     expected_rows,
 )
 
-TOKEN = "contract-token"
+# Contract tests call far more often than LiteMaaS's limits allow a caller; tests/test_ratelimit.py tests those.
+UNLIMITED = {"admin_analytics_rate_limit": 1_000_000, "admin_cache_rebuild_limit": 1_000_000}
 ADMIN = "/api/v1/admin/usage"
 TODAY = utc_today()
 START = TODAY - dt.timedelta(days=29)
 RANGE = {"startDate": START.isoformat(), "endDate": TODAY.isoformat()}
-
-
-@dataclass(frozen=True)
-class AsUser:
-    """A caller as the security layer will leave it in the request: a LiteMaaS user."""
-
-    user_id: str | None
 
 
 class Api:
@@ -77,7 +68,7 @@ class Api:
             json=json,
             data=data,
             params=params,
-            headers={"Authorization": f"Bearer {TOKEN}", **(headers or {})},
+            headers={**bearer(SERVICE_TOKEN), **(headers or {})},
         )
         body = await response.json()
         assert response.status == status, body
@@ -99,17 +90,9 @@ class Api:
         return body
 
 
-async def _caller_from_header(request: web.Request, handler: Callable[[web.Request], Awaitable[Any]]) -> Any:
-    """Stands in for the security layer: an X-Test-User header becomes the request's caller."""
-    if "X-Test-User" in request.headers:
-        request[CALLER] = AsUser(request.headers["X-Test-User"])
-    return await handler(request)
-
-
 async def _open_api(manager: CacheManager) -> AsyncIterator[Api]:
-    app = build_app(manager, TOKEN)
-    app.middlewares.append(web.middleware(_caller_from_header))
-    async with TestClient(TestServer(app)) as client:
+    """The API with the service token in admin scope (every admin route), and LiteMaaS users' JWTs."""
+    async with serving(manager, authenticator(service_scope="admin")) as client:
         document = await (await client.get("/api/v1/openapi.json")).json()
         yield Api(client, document)
 
@@ -117,16 +100,17 @@ async def _open_api(manager: CacheManager) -> AsyncIterator[Api]:
 @pytest_asyncio.fixture
 async def api(module_dsn: str, key_prefix: str) -> AsyncIterator[Api]:
     """The API on a module-wide copy of the seeded data (read-only tests), with a Redis prefix of its own."""
-    async with managed(module_dsn, key_prefix) as manager:
+    async with managed(module_dsn, key_prefix, **UNLIMITED) as manager:
         async for client in _open_api(manager):
             yield client
 
 
 @pytest_asyncio.fixture
-async def own_api(manager: CacheManager) -> AsyncIterator[Api]:
+async def own_api(fresh_dsn: str, key_prefix: str) -> AsyncIterator[Api]:
     """The API on a private copy of the seeded data, for tests that change LiteLLM's table."""
-    async for client in _open_api(manager):
-        yield client
+    async with managed(fresh_dsn, key_prefix, **UNLIMITED) as manager:
+        async for client in _open_api(manager):
+            yield client
 
 
 FILTER_KINDS: dict[str, Callable[[Picks], Filters]] = {
@@ -254,7 +238,7 @@ async def test_analytics_answers_a_body_with_1000_user_ids(api: Api, picks: Pick
 async def test_own_analytics_forces_the_caller_s_user_id(api: Api, picks: Picks, oracle: Oracle) -> None:
     asked_for_someone_else = {**RANGE, "userIds": [picks.second_user]}
     doc = await api.call(
-        "POST", "/api/v1/usage/analytics", json=asked_for_someone_else, headers={"X-Test-User": picks.heavy_user}
+        "POST", "/api/v1/usage/analytics", json=asked_for_someone_else, headers=bearer(mint(picks.heavy_user, ["user"]))
     )
     own = (await oracle.group(START, TODAY, Filters([picks.heavy_user], [], [], []))).get((), ZERO)
     assert doc["totalRequests"] == own.requests > 0

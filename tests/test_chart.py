@@ -27,7 +27,9 @@ MANIFESTS = ROOT / "manifests"
 SNAPSHOT = Path(__file__).parent / "chart_snapshots" / "default.yaml"
 RELEASE, NAMESPACE = "litemaas-cache-operator", "litemaas-cache"
 
-SECRET_ENV = {"DATABASE_URL", "LITELLM_DATABASE_URL", "REDIS_URL", "REDIS_PASSWORD", "API_TOKEN"}
+API_CREDENTIALS = ("API_TOKEN", "JWT_SECRET", "ADMIN_API_KEYS")
+SECRET_ENV = {"DATABASE_URL", "LITELLM_DATABASE_URL", "REDIS_URL", "REDIS_PASSWORD", *API_CREDENTIALS}
+RATE_LIMIT_ENV = ("ADMIN_ANALYTICS_RATE_LIMIT", "ADMIN_EXPORT_RATE_LIMIT", "ADMIN_CACHE_REBUILD_LIMIT")
 # Resources of the rules this chart writes that are cluster-scoped (they must never sit in a namespaced Role).
 CLUSTER_SCOPED = {"customresourcedefinitions", "clusterkopfpeerings", "namespaces"}
 HELM_ONLY_LABELS = {"helm.sh/chart", "app.kubernetes.io/managed-by"}
@@ -189,7 +191,7 @@ def test_default_render(helm: str) -> None:
     assert env["OPERATOR_STANDALONE"]["value"] == "false"
     assert env["CACHE_TTL_HISTORICAL_DAY"]["value"] == "2592000", "large integers must not render as floats"
     assert env["REDIS_KEY_PREFIX"]["value"] == "litemaas:"
-    assert "API_TOKEN" not in env, "the operator does not need the API token"
+    assert not set(API_CREDENTIALS) & set(env), "the operator does not need the API's credentials"
     assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "litemaas-cache", "key": "DATABASE_URL"}
     assert env["REDIS_URL"]["valueFrom"]["secretKeyRef"]["optional"] is True
 
@@ -323,12 +325,34 @@ def test_api_enabled(helm: str) -> None:
     assert container["args"] == ["api"]
     assert container["ports"][0]["containerPort"] == 8000
     assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    assert env_of(container)["API_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "litemaas-cache", "key": "API_TOKEN"}
+    env = env_of(container)
+    for name in API_CREDENTIALS:  # any of them will do: each is optional in the Secret
+        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "litemaas-cache", "key": name, "optional": True}
+    assert env["API_TOKEN_SCOPE"]["value"] == "read"
+    limits = {name: env[name]["value"] for name in RATE_LIMIT_ENV}
+    assert limits == {
+        "ADMIN_ANALYTICS_RATE_LIMIT": "10",
+        "ADMIN_EXPORT_RATE_LIMIT": "5",
+        "ADMIN_CACHE_REBUILD_LIMIT": "1",
+    }
     service = one(docs, "Service", f"{RELEASE}-api")
     assert service["spec"]["selector"] == api["spec"]["selector"]["matchLabels"]
     assert service["spec"]["ports"][0]["targetPort"] == "http"
     operator_selector = operator_deployment(docs)["spec"]["selector"]["matchLabels"]
     assert operator_selector != api["spec"]["selector"]["matchLabels"], "the Service must not select the operator"
+
+
+def test_api_scope_and_rate_limits(helm: str) -> None:
+    (variant,) = [path for path in CI_VALUES if path.name == "api-enabled-values.yaml"]
+    api = one(render(helm, *values_args(variant)), "Deployment", f"{RELEASE}-api")
+    env = env_of(api["spec"]["template"]["spec"]["containers"][0])
+    assert env["API_TOKEN_SCOPE"]["value"] == "admin"
+    assert [env[name]["value"] for name in RATE_LIMIT_ENV] == ["30", "2", "3"]
+    for typo in ("api.serviceScope=write", "api.rateLimits.exportPerMinute=0"):
+        result = run_helm(
+            helm, "template", RELEASE, str(CHART), "--set", "api.enabled=true", "--set", typo, check=False
+        )
+        assert result.returncode != 0, f"--set {typo} was accepted"
 
 
 def test_crds_disabled_and_not_kept(helm: str) -> None:

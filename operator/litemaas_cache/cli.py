@@ -353,7 +353,7 @@ def api(
     host: Annotated[str, typer.Option(envvar="API_HOST")] = "0.0.0.0",
     port: Annotated[int, typer.Option(envvar="API_PORT")] = 8000,
 ) -> None:
-    """Serve the HTTP analytics API (bearer-token auth) for application instances."""
+    """Serve the HTTP analytics API (LiteMaaS JWTs, admin API keys or the service token; rate-limited)."""
     from .webapi import serve
 
     _run(lambda settings: serve(settings, host, port))

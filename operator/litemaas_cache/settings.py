@@ -18,10 +18,13 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigurationError
+from .vocabulary import ServiceScope
 
 PositiveSeconds = Annotated[int, Field(gt=0)]
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+MIN_JWT_SECRET_CHARS = 32
+MIN_ADMIN_KEY_CHARS = 16
 
 
 class Settings(BaseSettings):
@@ -197,8 +200,64 @@ class Settings(BaseSettings):
     )
 
     api_token: SecretStr | None = Field(
-        default=None, validation_alias="API_TOKEN", description="Bearer token the HTTP API requires."
+        default=None,
+        validation_alias="API_TOKEN",
+        description="Service token of application instances calling the HTTP API; what it may do is API_TOKEN_SCOPE.",
     )
+    api_token_scope: ServiceScope = Field(
+        default="read",
+        validation_alias="API_TOKEN_SCOPE",
+        description="read: the service token reads usage; admin: it may also refresh, rebuild and invalidate.",
+    )
+    jwt_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias="JWT_SECRET",
+        description="LiteMaaS's JWT_SECRET: the HTTP API accepts the HS256/384/512 JWTs LiteMaaS signs with it.",
+    )
+    admin_api_keys: SecretStr | None = Field(
+        default=None,
+        validation_alias="ADMIN_API_KEYS",
+        description="LiteMaaS's ADMIN_API_KEYS: comma-separated admin API keys (ltm_admin_...) the HTTP API accepts.",
+    )
+    admin_analytics_rate_limit: PositiveInt = Field(
+        default=10,
+        validation_alias="ADMIN_ANALYTICS_RATE_LIMIT",
+        description="Requests per minute per caller to analytics, breakdowns, filter options, metrics and refresh.",
+    )
+    admin_export_rate_limit: PositiveInt = Field(
+        default=5, validation_alias="ADMIN_EXPORT_RATE_LIMIT", description="Exports per minute per caller."
+    )
+    admin_cache_rebuild_limit: PositiveInt = Field(
+        default=1,
+        validation_alias="ADMIN_CACHE_REBUILD_LIMIT",
+        description="Cache rebuilds and invalidations per 5 minutes per caller.",
+    )
+
+    @field_validator("api_token", "jwt_secret", "admin_api_keys", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        """An empty variable (an optional Secret key rendered as "") means the credential is not configured."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _long_jwt_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_JWT_SECRET_CHARS:
+            raise ValueError(f"must be at least {MIN_JWT_SECRET_CHARS} characters (an HMAC key of 256 bits or more)")
+        return value
+
+    @field_validator("admin_api_keys")
+    @classmethod
+    def _admin_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        keys = _split_keys(value.get_secret_value())
+        if not keys:
+            raise ValueError("lists no key (expected comma-separated keys)")
+        for position, key in enumerate(keys):
+            if len(key) < MIN_ADMIN_KEY_CHARS:
+                raise ValueError(f"key {position + 1} is shorter than {MIN_ADMIN_KEY_CHARS} characters")
+        return value
 
     @field_validator("database_url", "litellm_database_url")
     @classmethod
@@ -239,6 +298,15 @@ class Settings(BaseSettings):
     @property
     def database_dsn(self) -> str:
         return self.database_url.get_secret_value()
+
+    @property
+    def admin_keys(self) -> tuple[str, ...]:
+        """The keys of ADMIN_API_KEYS (none when it is not set)."""
+        return () if self.admin_api_keys is None else _split_keys(self.admin_api_keys.get_secret_value())
+
+
+def _split_keys(text: str) -> tuple[str, ...]:
+    return tuple(key.strip() for key in text.split(",") if key.strip())
 
 
 def load_settings(**overrides: object) -> Settings:

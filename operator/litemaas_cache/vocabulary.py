@@ -35,3 +35,16 @@ UNKNOWN_MODEL = "unknown"
 """The model of usage LiteLLM recorded without one (a NULL or empty model, such as MCP tool calls)."""
 UNKNOWN_PROVIDER = "unknown"
 """The provider when LiteLLM gives none and the model name does not tell."""
+
+Role = Literal["admin", "admin-readonly", "user", "api"]
+"""LiteMaaS's role names as its tokens carry them (`roles` claim); admin keys hold admin and api."""
+
+Permission = Literal["usage:own", "admin:usage:read", "admin:usage:write"]
+"""What a route requires: a user's own usage, reading everyone's usage, or changing the caches (refresh-today,
+rebuild-cache, invalidate)."""
+
+ServiceScope = Literal["read", "admin"]
+"""What the service token (API_TOKEN) of application instances may do: read usage, or also change the caches."""
+
+RateBucket = Literal["analytics", "export", "rebuild"]
+"""The rate-limit counters a route draws from, as LiteMaaS groups its admin usage routes."""

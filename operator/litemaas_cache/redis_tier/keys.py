@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..dates import DateRange
+from ..vocabulary import RateBucket
 
 ResultKind = Literal["analytics", "by-user", "by-model", "by-provider", "filter-options"]
 RESULT_KINDS: tuple[ResultKind, ...] = ("analytics", "by-user", "by-model", "by-provider", "filter-options")
@@ -48,6 +49,10 @@ class KeySpace:
 
     def result(self, kind: ResultKind, days: DateRange, fingerprint: str) -> str:
         return f"{self.prefix}res:{kind}:{days.start.isoformat()}:{days.end.isoformat()}:{fingerprint}"
+
+    def rate_limit(self, bucket: RateBucket, subject: str) -> str:
+        """Requests of one caller (a Caller.subject, or an address) in the current window of one rate bucket."""
+        return f"{self.prefix}rate:{bucket}:{subject}"
 
     def lock(self, key: str) -> str:
         return f"{self.prefix}lock:{key.removeprefix(self.prefix)}"

@@ -53,6 +53,9 @@ class NullRedisStore:
     async def unlock(self, key: str, token: str) -> None:
         return None
 
+    async def count_in_window(self, key: str, window_ms: int) -> tuple[int, int] | None:
+        return None
+
     def count(self, counter: str, amount: int = 1) -> None:
         return None
 

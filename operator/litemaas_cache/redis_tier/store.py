@@ -52,6 +52,18 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# One round trip: count the request, and give a window its lifetime when its first request opens it (or when a key
+# somehow lost its expiry, which would otherwise never reset).
+_WINDOW_LUA = """
+local counted = redis.call('INCR', KEYS[1])
+local remaining = redis.call('PTTL', KEYS[1])
+if remaining < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  remaining = tonumber(ARGV[1])
+end
+return {counted, remaining}
+"""
+
 # RedisClusterException (an unreachable cluster, no slots) is not a RedisError.
 _FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError, asyncio.TimeoutError)
 # The one refusal that is a miss and not a failure: a key of ours holding another type (WRONGTYPE).
@@ -69,7 +81,7 @@ def _versions(mirror: Sequence[bytes | None]) -> list[int]:
 
 
 class RedisStore:
-    """Day entries, result entries, the version mirror, locks and shared counters in Redis."""
+    """Day entries, result entries, the version mirror, locks, shared counters and rate-limit windows in Redis."""
 
     def __init__(
         self,
@@ -149,14 +161,17 @@ class RedisStore:
         """The breaker's state: closed (Redis in use) or open (bypassed until a probe succeeds)."""
         return self.breaker.state.value
 
-    async def _call(self, operation: str, fn: Callable[[RedisClient], Awaitable[Any]], default: Any) -> Any:
-        """Run one Redis operation under the breaker and a timeout; any Redis failure yields `default`."""
+    async def _call(
+        self, operation: str, fn: Callable[[RedisClient], Awaitable[Any]], default: Any, *, versioned: bool = True
+    ) -> Any:
+        """Run one Redis operation under the breaker and a timeout; any Redis failure yields `default`.
+        A `versioned` operation (one that reads or writes cache entries) first brings the version mirror in step."""
         if not self.breaker.allows:
             self._mark_unsynced()
             return default
         try:
             client = self._connect()
-            if not await self._ensure_synced(client):
+            if versioned and not await self._ensure_synced(client):
                 self._mark_unsynced()
                 return default
             async with asyncio.timeout(self.timeout * 4):
@@ -374,6 +389,17 @@ class RedisStore:
             lambda c: c.eval(_RELEASE_LUA, 1, self.keys.lock(key), token),
             None,
         )
+
+    # -- rate-limit windows ------------------------------------------------------------------------------
+    async def count_in_window(self, key: str, window_ms: int) -> tuple[int, int] | None:
+        """Count one request in the fixed window at `key` (opened by its first request, `window_ms` long): the
+        requests counted so far and the milliseconds until the window closes; None when Redis cannot be asked."""
+
+        async def count(client: RedisClient) -> tuple[int, int]:
+            counted, remaining_ms = await client.eval(_WINDOW_LUA, 1, key, window_ms)
+            return int(counted), int(remaining_ms)
+
+        return cast(tuple[int, int] | None, await self._call("rate-limit", count, None, versioned=False))
 
     # -- statistics --------------------------------------------------------------------------------------
     def count(self, counter: str, amount: int = 1) -> None:

@@ -1,27 +1,28 @@
 """The HTTP API's application: the routes of routes.py (their table lists every path and who may call it), the
-error boundary that answers everything in LiteMaaS's error shape, and bearer-token authentication.
+error boundary that answers everything in LiteMaaS's error shape, and the security layer of security.py
+(LiteMaaS JWTs, admin API keys, the service token; permissions and rate limits per route).
 
-Every error, 401, 404 and 413 included, is `{"error", "code", "details"?}`. The tier that answered a read is in the
-X-Cache-Tier response header. API_TOKEN is one shared bearer token; a caller holding it may use every route.
+Every error, 401, 403, 404, 413 and 429 included, is `{"error", "code", "details"?}`. The tier that answered a read is
+in the X-Cache-Tier response header.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
-from typing import Any
 
 import orjson
 from aiohttp import web
 
-from ..errors import ConfigurationError
 from ..filters import FILTER_FIELDS
 from ..manager import CacheManager
 from ..settings import Settings
+from .auth import Authenticator
 from .openapi import openapi_document
 from .problems import ApiError
-from .routes import MANAGER, OPENAPI, ROUTES, Handler, guarded, route_of
+from .ratelimit import RateLimiter, rules_from_settings
+from .routes import MANAGER, OPENAPI, ROUTES, Handler, guarded
+from .security import RoutePolicy, install_security
 
 log = logging.getLogger(__name__)
 MAX_ID_BYTES = 256 + 4  # an id at its longest, quoted, with its comma and a space
@@ -32,22 +33,6 @@ def max_body_bytes(max_filter_ids: int) -> int:
     """The largest body a request needs: every filter list full of the longest ids, plus room for the rest
     (1,000 ids a list, the default, gives about 1.1 MB)."""
     return len(FILTER_FIELDS) * max_filter_ids * MAX_ID_BYTES + BODY_SLACK_BYTES
-
-
-def auth_middleware(token: str) -> Any:
-    """Require `Authorization: Bearer <API_TOKEN>` on every route but the public ones (constant-time compare)."""
-    expected = f"Bearer {token}".encode()
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        route = route_of(request)
-        if route is None or route.access != "public":
-            given = request.headers.get("Authorization", "").encode()
-            if not hmac.compare_digest(given, expected):
-                raise ApiError(401, "UNAUTHORIZED", "missing or invalid bearer token")
-        return await handler(request)
-
-    return middleware
 
 
 @web.middleware
@@ -69,25 +54,31 @@ def _kept_headers(exc: web.HTTPException) -> dict[str, str] | None:
     return {"Allow": allow} if allow else None
 
 
-def build_app(manager: CacheManager, token: str) -> web.Application:
-    """The aiohttp application around an open manager."""
+def build_app(manager: CacheManager, authenticator: Authenticator) -> web.Application:
+    """The aiohttp application around an open manager; rate limits are counted in the manager's Redis."""
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware(token)],
-        client_max_size=max_body_bytes(manager.settings.max_filter_ids),
+        middlewares=[error_middleware], client_max_size=max_body_bytes(manager.settings.max_filter_ids)
     )
+    limiter = RateLimiter(rules_from_settings(manager.settings), manager.redis, manager.keys)
+    policies = {(r.method, r.path): None if r.access == "public" else RoutePolicy(r.access, r.bucket) for r in ROUTES}
+    install_security(app, authenticator, limiter, policies)
     app[MANAGER] = manager
     app[OPENAPI] = orjson.dumps(openapi_document(ROUTES))
     for route in ROUTES:
-        app.router.add_route(route.method, route.path, guarded(route, lambda: manager.settings.max_range_days))
+        handler = guarded(route, lambda: manager.settings.max_range_days)
+        if route.method == "GET":
+            app.router.add_get(route.path, handler)  # and HEAD, with the GET route's policy
+        else:
+            app.router.add_route(route.method, route.path, handler)
     return app
 
 
 async def serve(settings: Settings, host: str, port: int) -> None:
-    """Run the API until cancelled. API_TOKEN is required: there is no unauthenticated mode."""
-    if settings.api_token is None or not settings.api_token.get_secret_value():
-        raise ConfigurationError("API_TOKEN: required to serve the HTTP API")
+    """Run the API until cancelled. There is no unauthenticated mode: without JWT_SECRET, ADMIN_API_KEYS or API_TOKEN
+    it refuses to start."""
+    authenticator = Authenticator.from_settings(settings)
     async with CacheManager.open(settings) as manager:
-        runner = web.AppRunner(build_app(manager, settings.api_token.get_secret_value()), access_log=None)
+        runner = web.AppRunner(build_app(manager, authenticator), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, host, port).start()
         log.warning("analytics API listening on %s:%d", host, port)

@@ -9,7 +9,7 @@ import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, TypeVar
 
 import orjson
 from aiohttp import web
@@ -21,32 +21,24 @@ from ..errors import BackendUnavailable, CacheError, DateOrderInvalid, DateRange
 from ..filters import AnalyticsQuery, build_query
 from ..manager import CacheManager
 from ..result_cache import Answer
-from ..vocabulary import Dimension
+from ..vocabulary import Dimension, Permission, RateBucket
 from . import models as m
 from .problems import ApiError, date_order, invalid_request, range_too_large, schema_error, unavailable
+from .security import CALLER
 
 log = logging.getLogger(__name__)
 MANAGER = web.AppKey("manager", CacheManager)
-CALLER = "caller"
-"""The request key under which the security layer leaves the authenticated caller (see Caller)."""
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Permission = Literal["admin:usage:read", "admin:usage:write"]
-Access = Literal["public", "caller"] | Permission
-"""public: no credentials; caller: any authenticated caller; else the permission the caller must hold."""
+Access = Literal["public"] | Permission
+"""public: no credentials; else the permission the caller must hold (vocabulary.Permission)."""
 ADMIN = "/api/v1/admin/usage"
 M = TypeVar("M", bound=BaseModel)
 
 
-class Caller(Protocol):
-    """Who is calling, as the security layer establishes it; a caller that is a LiteMaaS user has its user id."""
-
-    @property
-    def user_id(self) -> str | None: ...
-
-
 @dataclass(frozen=True)
 class Route:
-    """One route: what it takes and answers (models.py), who may call it, and its 500 code (LiteMaaS's)."""
+    """One route: what it takes and answers (models.py), who may call it, the rate-limit bucket its calls count
+    in, and its 500 code (LiteMaaS's)."""
 
     method: str
     path: str
@@ -54,6 +46,7 @@ class Route:
     summary: str
     access: Access
     response: type[BaseModel]
+    bucket: RateBucket = "analytics"
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
     failure_code: str = "INTERNAL_ERROR"
@@ -130,7 +123,7 @@ async def analytics(request: web.Request) -> web.Response:
 
 async def own_analytics(request: web.Request) -> web.Response:
     """The analytics of the caller's own usage: its user id replaces any userIds in the body."""
-    caller: Caller | None = request.get(CALLER)
+    caller = request.get(CALLER)
     user_id = caller.user_id if caller is not None else None
     if not user_id:
         raise ApiError(403, "FORBIDDEN", "this route answers for a LiteMaaS user: the caller has no user id")
@@ -269,6 +262,7 @@ ROUTES: tuple[Route, ...] = (
         "Purge a range and compute it again",
         "admin:usage:write",
         m.RebuildCacheResponse,
+        bucket="rebuild",
         body=m.RebuildCacheRequest,
         failure_code="REBUILD_FAILED",
     ),
@@ -277,7 +271,7 @@ ROUTES: tuple[Route, ...] = (
         "/api/v1/usage/analytics",
         own_analytics,
         "The caller's own usage analytics (its user id is the userIds filter)",
-        "caller",
+        "usage:own",
         m.AnalyticsResponse,
         body=m.UsageFilterRequest,
         failure_code="GLOBAL_METRICS_FAILED",
@@ -289,6 +283,7 @@ ROUTES: tuple[Route, ...] = (
         "Purge a range from chosen tiers (202: Redis unreachable)",
         "admin:usage:write",
         m.InvalidationResponse,
+        bucket="rebuild",
         body=m.InvalidateRequest,
         failure_code="INVALIDATION_FAILED",
     ),
