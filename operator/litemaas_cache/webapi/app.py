@@ -24,6 +24,7 @@ from ..dates import DateRange, parse_date
 from ..errors import BackendUnavailable, CacheError, ConfigurationError, InvalidRequest, SourceMissing
 from ..filters import build_query
 from ..manager import CacheManager
+from ..redaction import install_log_redaction
 from ..settings import Settings
 from ..vocabulary import DIMENSIONS, Dimension, InvalidationTier
 
@@ -58,15 +59,16 @@ def auth_middleware(token: str) -> Any:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Domain errors become JSON answers that name the problem; nothing leaks a DSN or a secret."""
+    """Domain errors become JSON answers that name the problem; every secret of the settings is redacted."""
+    redact = request.app[MANAGER].settings.redact
     try:
         return await handler(request)
     except InvalidRequest as exc:
-        return _error(400, exc.message, exc.field)
+        return _error(400, redact(exc.message), exc.field)
     except (BackendUnavailable, SourceMissing) as exc:
-        return _error(503, str(exc))
+        return _error(503, redact(str(exc)))
     except CacheError as exc:
-        return _error(500, str(exc))
+        return _error(500, redact(str(exc)))
 
 
 def _ids(request: web.Request, name: str) -> list[str]:
@@ -166,6 +168,7 @@ async def serve(settings: Settings, host: str, port: int) -> None:
     """Run the API until cancelled. API_TOKEN is required: there is no unauthenticated mode."""
     if settings.api_token is None or not settings.api_token.get_secret_value():
         raise ConfigurationError("API_TOKEN: required to serve the HTTP API")
+    install_log_redaction(settings.redact)
     async with CacheManager.open(settings) as manager:
         runner = web.AppRunner(build_app(manager, settings.api_token.get_secret_value()), access_log=None)
         await runner.setup()
