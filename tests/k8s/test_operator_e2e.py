@@ -304,6 +304,13 @@ def test_spec_that_cannot_run_is_a_permanent_failure(
             invalidation("ancient", "{ns}", dt.date(1900, 1, 1), dt.date(1900, 1, 2)),
             "is outside 2000-01-01..2099-12-31",
         ),
+        (
+            invalidation(
+                "kept-forever", "{ns}", dt.date(2026, 3, 1), dt.date(2026, 3, 1), ttlSecondsAfterFinished=10**15
+            ),
+            "spec.ttlSecondsAfterFinished: Invalid value: 1000000000000000: spec.ttlSecondsAfterFinished in body "
+            "should be less than or equal to 31622400",
+        ),
         (warm_policy("bad-preset", "{ns}", {"ranges": [{"preset": "last-week"}]}), 'Unsupported value: "last-week"'),
         (
             warm_policy("too-often", "{ns}", {"ranges": [{"preset": "today"}], "interval": "30s"}),
@@ -318,6 +325,7 @@ def test_spec_that_cannot_run_is_a_permanent_failure(
         "end-before-start",
         "over-366-days",
         "outside-the-window",
+        "ttl-over-366-days",
         "unknown-preset",
         "interval-under-1m",
         "range-end-before-start",
