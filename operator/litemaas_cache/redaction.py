@@ -91,7 +91,12 @@ class RedactingFilter(logging.Filter):
         self.redact = redact
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = self.redact(record.getMessage()), None
+        try:
+            message = record.getMessage()
+        except Exception:  # arguments that do not fit the format: the handler reports that, quoting nothing
+            record.msg, record.args = f"unformattable log message from {record.name}", None
+        else:
+            record.msg, record.args = self.redact(message), None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
