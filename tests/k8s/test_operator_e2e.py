@@ -28,12 +28,12 @@ from litemaas_cache.settings import load_settings
 from tests.conftest import REPO_ROOT
 from tests.k8s.conftest import KubeCluster
 from tests.k8s.operator_support import (
-    LITEMAAS_CLI,
     apply,
     condition,
     get,
     http_json,
     invalidation,
+    start_operator,
     wait_for,
     warm_policy,
 )
@@ -428,25 +428,12 @@ def test_operator_killed_mid_invalidation_completes_once_after_restart(
         "REDIS_KEY_PREFIX": f"kill:{uuid.uuid4().hex[:8]}:",
     }
 
-    def start_operator() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [
-                str(LITEMAAS_CLI),
-                "operator",
-                "--standalone",
-                "--namespace",
-                namespace,
-                "--liveness",
-                f"http://127.0.0.1:{free_port()}/healthz",
-            ],
-            env=env,
-            stdout=(tmp_path / "operator.log").open("ab"),
-            stderr=subprocess.STDOUT,
-        )
+    def start() -> subprocess.Popen[bytes]:
+        return start_operator(env, namespace, tmp_path / "operator.log")
 
     today = utc_today()
     name = "interrupted"
-    first = start_operator()
+    first = start()
     try:
         apply(kube_cluster, invalidation(name, namespace, today - dt.timedelta(days=3), today - dt.timedelta(days=2)))
         running = wait_for(
@@ -464,7 +451,7 @@ def test_operator_killed_mid_invalidation_completes_once_after_restart(
         first.wait(timeout=30)
 
     redis_server.start()
-    second = start_operator()
+    second = start()
     try:
         done = wait_for(
             "the invalidation to complete after the operator restarted",

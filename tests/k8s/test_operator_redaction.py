@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,9 +14,9 @@ from typing import Any
 import pytest
 
 from tests.k8s.conftest import KubeCluster
-from tests.k8s.operator_support import LITEMAAS_CLI, apply, condition, get, invalidation, wait_for, warm_policy
+from tests.k8s.operator_support import apply, condition, get, invalidation, start_operator, wait_for, warm_policy
 from tests.support.markers import MARKER, keyword_dsn, leaks
-from tests.support.redis_server import RedisServer, free_port
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.k8s
 
@@ -39,22 +38,7 @@ def test_failing_warm_and_invalidation_write_no_secret(
         "REDIS_KEY_PREFIX": f"redact:{uuid.uuid4().hex[:8]}:",
     }
     log = tmp_path / "operator.log"
-    with log.open("wb") as sink:
-        operator = subprocess.Popen(
-            [
-                str(LITEMAAS_CLI),
-                "--verbose",
-                "operator",
-                "--standalone",
-                "--namespace",
-                namespace,
-                "--liveness",
-                f"http://127.0.0.1:{free_port()}/healthz",
-            ],
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
+    operator = start_operator(env, namespace, log, "--verbose")
     try:
         # Days never cached, so the warm must read LiteLLM's table, whose database refuses the marker password.
         apply(kube_cluster, warm_policy("cold", namespace, {"ranges": [{"start": "2001-05-01", "end": "2001-05-02"}]}))
