@@ -212,6 +212,57 @@ def test_default_render_matches_snapshot(helm: str) -> None:
     )
 
 
+# --- availability and network exposure ---------------------------------------------------------------------------
+
+RESTRICTED = CHART / "ci" / "network-restricted-values.yaml"
+
+
+def test_pod_disruption_budgets_only_for_deployments_of_several_replicas(helm: str) -> None:
+    assert not of_kind(render(helm, "--set", "api.enabled=true"), "PodDisruptionBudget")  # one replica each
+    assert not of_kind(render(helm, "--set", "api.replicaCount=3"), "PodDisruptionBudget")  # no API deployed
+    only_api = render(helm, "--set", "api.enabled=true", "--set", "api.replicaCount=2")
+    assert [doc["metadata"]["name"] for doc in of_kind(only_api, "PodDisruptionBudget")] == [f"{RELEASE}-api"]
+
+    docs = render(helm, "--set", "replicaCount=2", "--set", "api.enabled=true", "--set", "api.replicaCount=2")
+    budgets = {doc["metadata"]["name"]: doc for doc in of_kind(docs, "PodDisruptionBudget")}
+    assert set(budgets) == {RELEASE, f"{RELEASE}-api"}
+    for deployment in of_kind(docs, "Deployment"):
+        budget = budgets[deployment["metadata"]["name"]]
+        assert budget["spec"] == {"maxUnavailable": 1, "selector": deployment["spec"]["selector"]}
+
+
+def test_api_network_policy_opens_the_api_port_to_the_namespace_by_default(helm: str) -> None:
+    assert not of_kind(render(helm), "NetworkPolicy")  # no API pods, nothing to protect
+    assert not of_kind(
+        render(helm, "--set", "api.enabled=true", "--set", "networkPolicy.api.enabled=false"), "NetworkPolicy"
+    )
+
+    docs = render(helm, "--set", "api.enabled=true")
+    policy = one(docs, "NetworkPolicy")["spec"]
+    api = one(docs, "Deployment", f"{RELEASE}-api")
+    assert policy["podSelector"] == api["spec"]["selector"]
+    assert policy["policyTypes"] == ["Ingress"]  # egress left open by default
+    (rule,) = policy["ingress"]
+    assert rule == {"ports": [{"port": "http", "protocol": "TCP"}], "from": [{"podSelector": {}}]}
+    (container,) = api["spec"]["template"]["spec"]["containers"]
+    assert {"name": "http", "containerPort": 8000, "protocol": "TCP"} in container["ports"]
+
+    closed = one(
+        render(helm, "--set", "api.enabled=true", "--set", "networkPolicy.api.allowSameNamespace=false"),
+        "NetworkPolicy",
+    )
+    assert closed["spec"]["ingress"] == []
+
+
+def test_api_network_policy_restricted_by_values(helm: str) -> None:
+    values = yaml.safe_load(RESTRICTED.read_text())["networkPolicy"]["api"]
+    policy = one(render(helm, "--values", str(RESTRICTED)), "NetworkPolicy")["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["ingress"][0]["from"] == values["allowedFrom"]
+    dns = {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
+    assert policy["egress"] == [dns, *values["extraEgress"]]
+
+
 # --- RBAC --------------------------------------------------------------------------------------------------------
 
 

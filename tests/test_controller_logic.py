@@ -7,7 +7,8 @@ import datetime as dt
 import pytest
 
 from litemaas_cache.controller.conditions import condition_reason, condition_status, set_condition
-from litemaas_cache.controller.invalidation import parse_invalidation, rewarm_ranges
+from litemaas_cache.controller.invalidation import parse_invalidation, rewarm_ranges, ttl_expiry
+from litemaas_cache.controller.specs import MAX_TTL_SECONDS_AFTER_FINISHED
 from litemaas_cache.controller.warming import WarmFailed, human_bytes, is_due
 from litemaas_cache.dates import DateRange
 
@@ -76,3 +77,17 @@ def test_rewarm_takes_the_purged_days_and_the_policy_ranges_that_overlap_them() 
 )
 def test_memory_is_shown_as_a_kubernetes_quantity(size: int | None, text: str | None) -> None:
     assert human_bytes(size) == text
+
+
+def test_ttl_after_finished_has_a_maximum_and_its_expiry_never_overflows() -> None:
+    spec = {"startDate": "2026-01-01", "endDate": "2026-01-01"}
+    with pytest.raises(WarmFailed, match=r"spec\.ttlSecondsAfterFinished: Input should be less than or equal to"):
+        parse_invalidation({**spec, "ttlSecondsAfterFinished": MAX_TTL_SECONDS_AFTER_FINISHED + 1}, 1)
+    parsed = parse_invalidation({**spec, "ttlSecondsAfterFinished": MAX_TTL_SECONDS_AFTER_FINISHED}, 1)
+    assert parsed.ttl_seconds_after_finished == 366 * 86400
+    finished = "2026-01-01T00:00:00Z"
+    assert ttl_expiry(finished, MAX_TTL_SECONDS_AFTER_FINISHED) == dt.datetime(2027, 1, 2, tzinfo=dt.UTC)
+    # What an object stored under the old CRD (no maximum) may hold: clamped, never an OverflowError.
+    assert ttl_expiry(finished, 10**30) == ttl_expiry(finished, MAX_TTL_SECONDS_AFTER_FINISHED)
+    assert ttl_expiry(finished, -5) == dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    assert ttl_expiry("9999-12-31T00:00:00Z", MAX_TTL_SECONDS_AFTER_FINISHED) == dt.datetime.max.replace(tzinfo=dt.UTC)

@@ -8,7 +8,7 @@ import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import orjson
 import typer
@@ -21,6 +21,7 @@ from .db import Database
 from .errors import CacheError, InvalidRequest
 from .filters import UsageFilters, build_query
 from .manager import CacheManager
+from .redaction import install_log_redaction
 from .schema import migrate as run_migrations
 from .settings import Settings, load_settings
 from .vocabulary import DIMENSIONS, Dimension, InvalidationTier
@@ -34,22 +35,37 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True, soft_wrap=True)  # an error stays on one line, however long
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 EXIT_BAD_INPUT = 2
 EXIT_BACKEND = 1
 
 
 def _run(coro: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
-    """Load settings and run `coro`; every expected failure becomes one line on stderr and an exit code."""
+    """Load settings and run `coro`; every failure becomes one line on stderr, with no secret, and an exit code.
+
+    A failure nobody planned for is one line too (its traceback goes to the log with --verbose, redacted).
+    """
+    redact: Callable[[str], str] = str
     try:
         settings = load_settings()
+        redact = settings.redact
+        install_log_redaction(redact)
         return asyncio.run(coro(settings))
     except InvalidRequest as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        _fail(redact(f"error: {exc}"), EXIT_BAD_INPUT)
     except CacheError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
-        raise typer.Exit(EXIT_BACKEND) from None
+        _fail(redact(f"error: {exc}"), EXIT_BACKEND)
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as exc:
+        log.info("unexpected failure", exc_info=True)
+        _fail(redact(f"error: unexpected {type(exc).__name__}: {exc}"), EXIT_BACKEND)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    err.print(message, markup=False, highlight=False)
+    raise typer.Exit(code) from None
 
 
 def _dimension(value: str) -> Dimension:

@@ -6,6 +6,7 @@ from functools import cached_property
 from typing import Annotated
 from urllib.parse import quote
 
+import psycopg
 from pydantic import (
     AliasChoices,
     Field,
@@ -16,8 +17,10 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from redis.connection import parse_url
 
 from .errors import ConfigurationError
+from .redaction import Redactor
 from .vocabulary import ServiceScope
 
 PositiveSeconds = Annotated[int, Field(gt=0)]
@@ -265,13 +268,31 @@ class Settings(BaseSettings):
         text = "" if value is None else value.get_secret_value().strip()
         if value is not None and not (text.startswith(POSTGRES_SCHEMES) or "=" in text):
             raise ValueError("must be a PostgreSQL URL (postgresql://...) or a libpq key=value string")
+        try:
+            # Parsed now, so that a malformed one fails here, naming the variable, and not later in a connection
+            # attempt whose error quotes the piece libpq choked on (a piece of the password, often).
+            psycopg.conninfo.conninfo_to_dict(text)
+        except psycopg.Error:
+            raise ValueError(
+                "is not a valid PostgreSQL connection string: quote a key=value value holding spaces ('...'), "
+                "percent-encode special characters in a URL"
+            ) from None
         return value
 
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().strip().startswith(REDIS_SCHEMES):
+        if value is None:
+            return value
+        text = value.get_secret_value().strip()
+        if not text.startswith(REDIS_SCHEMES):
             raise ValueError(f"must start with one of {', '.join(REDIS_SCHEMES)}")
+        try:
+            parse_url(text)  # type: ignore[no-untyped-call]  # redis-py's own parser; its errors quote the URL
+        except ValueError:
+            raise ValueError(
+                "is not a valid Redis URL: percent-encode special characters (: @ / ? #) in the password"
+            ) from None
         return value
 
     @model_validator(mode="after")
@@ -279,6 +300,11 @@ class Settings(BaseSettings):
         if self.litellm_database_url is None:
             self.litellm_database_url = self.database_url
         return self
+
+    @cached_property
+    def redact(self) -> Redactor:
+        """Redacts every secret of these settings from a message (see redaction.py)."""
+        return Redactor.of(self)
 
     @cached_property
     def redis_dsn(self) -> str:

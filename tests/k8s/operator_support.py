@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from tests.k8s.conftest import KubeCluster
+from tests.support.redis_server import free_port
 
 LITEMAAS_CLI = Path(sys.executable).with_name("litemaas-cache")  # the console script beside this interpreter
 WAIT_SECONDS = 90.0
@@ -30,6 +31,26 @@ def wait_for(what: str, probe: Callable[[], Any], timeout: float = WAIT_SECONDS,
             return last
         time.sleep(every)
     raise AssertionError(f"gave up after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
+
+
+def start_operator(env: dict[str, str], namespace: str, log: Path, *options: str) -> subprocess.Popen[bytes]:
+    """The real `litemaas-cache operator` process, standalone, watching `namespace`; its output appended to `log`."""
+    with log.open("ab") as sink:
+        return subprocess.Popen(
+            [
+                str(LITEMAAS_CLI),
+                *options,
+                "operator",
+                "--standalone",
+                "--namespace",
+                namespace,
+                "--liveness",
+                f"http://127.0.0.1:{free_port()}/healthz",
+            ],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def http_json(url: str) -> Any:

@@ -6,6 +6,7 @@ import json
 import uuid
 
 import pytest
+import yaml
 
 from tests.conftest import REPO_ROOT
 from tests.k8s.conftest import KubeCluster
@@ -80,3 +81,33 @@ def test_helm_install_namespaced_then_uninstall(kube_cluster: KubeCluster, crds:
         "name",
     )
     assert left.stdout.strip() == ""
+
+
+def test_network_policy_and_disruption_budgets_are_accepted_by_the_api_server(
+    kube_cluster: KubeCluster, k8s_namespace: str
+) -> None:
+    values = CHART / "ci" / "network-restricted-values.yaml"
+    rendered = kube_cluster.helm_run(
+        "template",
+        "lco",
+        str(CHART),
+        "--namespace",
+        k8s_namespace,
+        "--values",
+        str(values),
+        "--set",
+        "crds.enabled=false",
+    ).stdout
+    docs = [
+        doc for doc in yaml.safe_load_all(rendered) if doc and doc["kind"] in ("NetworkPolicy", "PodDisruptionBudget")
+    ]
+    assert sorted(doc["kind"] for doc in docs) == ["NetworkPolicy", "PodDisruptionBudget", "PodDisruptionBudget"]
+    applied = kube_cluster.run(
+        "apply", "--dry-run=server", "-n", k8s_namespace, "-o", "json", "-f", "-", input=yaml.safe_dump_all(docs)
+    )
+    accepted = json.loads(applied.stdout)["items"]
+    assert sorted(item["kind"] for item in accepted) == ["NetworkPolicy", "PodDisruptionBudget", "PodDisruptionBudget"]
+    policy = next(item for item in accepted if item["kind"] == "NetworkPolicy")
+    assert policy["spec"]["egress"][1]["ports"][0]["port"] == 5432
+    budget = next(item for item in accepted if item["kind"] == "PodDisruptionBudget")
+    assert budget["spec"]["maxUnavailable"] == "50%"

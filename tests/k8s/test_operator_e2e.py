@@ -3,7 +3,6 @@ kube-apiserver, with real PostgreSQL and a private redis-server that tests stop 
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import os
@@ -29,12 +28,12 @@ from litemaas_cache.settings import load_settings
 from tests.conftest import REPO_ROOT, create_database, drop_database
 from tests.k8s.conftest import SESSION_NAMESPACES, KubeCluster
 from tests.k8s.operator_support import (
-    LITEMAAS_CLI,
     apply,
     condition,
     get,
     http_json,
     invalidation,
+    start_operator,
     wait_for,
     warm_policy,
 )
@@ -305,6 +304,13 @@ def test_spec_that_cannot_run_is_a_permanent_failure(
             invalidation("ancient", "{ns}", dt.date(1900, 1, 1), dt.date(1900, 1, 2)),
             "is outside 2000-01-01..2099-12-31",
         ),
+        (
+            invalidation(
+                "kept-forever", "{ns}", dt.date(2026, 3, 1), dt.date(2026, 3, 1), ttlSecondsAfterFinished=10**15
+            ),
+            "spec.ttlSecondsAfterFinished: Invalid value: 1000000000000000: spec.ttlSecondsAfterFinished in body "
+            "should be less than or equal to 31622400",
+        ),
         (warm_policy("bad-preset", "{ns}", {"ranges": [{"preset": "last-week"}]}), 'Unsupported value: "last-week"'),
         (
             warm_policy("too-often", "{ns}", {"ranges": [{"preset": "today"}], "interval": "30s"}),
@@ -319,6 +325,7 @@ def test_spec_that_cannot_run_is_a_permanent_failure(
         "end-before-start",
         "over-366-days",
         "outside-the-window",
+        "ttl-over-366-days",
         "unknown-preset",
         "interval-under-1m",
         "range-end-before-start",
@@ -421,25 +428,12 @@ def test_operator_killed_mid_invalidation_completes_once_after_restart(
         "REDIS_KEY_PREFIX": f"kill:{uuid.uuid4().hex[:8]}:",
     }
 
-    def start_operator() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [
-                str(LITEMAAS_CLI),
-                "operator",
-                "--standalone",
-                "--namespace",
-                namespace,
-                "--liveness",
-                f"http://127.0.0.1:{free_port()}/healthz",
-            ],
-            env=env,
-            stdout=(tmp_path / "operator.log").open("ab"),
-            stderr=subprocess.STDOUT,
-        )
+    def start() -> subprocess.Popen[bytes]:
+        return start_operator(env, namespace, tmp_path / "operator.log")
 
     today = utc_today()
     name = "interrupted"
-    first = start_operator()
+    first = start()
     try:
         apply(kube_cluster, invalidation(name, namespace, today - dt.timedelta(days=3), today - dt.timedelta(days=2)))
         running = wait_for(
@@ -457,7 +451,7 @@ def test_operator_killed_mid_invalidation_completes_once_after_restart(
         first.wait(timeout=30)
 
     redis_server.start()
-    second = start_operator()
+    second = start()
     try:
         done = wait_for(
             "the invalidation to complete after the operator restarted",
@@ -505,12 +499,7 @@ def test_invalidation_that_keeps_failing_ends_failed_after_its_retries(
         "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
         "OPERATOR_MAX_RETRIES": "3",
     }
-    operator = subprocess.Popen(
-        [str(LITEMAAS_CLI), "operator", "--standalone", "--namespace", namespace],
-        env=env,
-        stdout=(tmp_path / "operator.log").open("ab"),
-        stderr=subprocess.STDOUT,
-    )
+    operator = start_operator(env, namespace, tmp_path / "operator.log")
     today = utc_today()
     try:
         apply(kube_cluster, invalidation("doomed", namespace, today - dt.timedelta(days=3), today))
@@ -542,16 +531,7 @@ async def test_a_late_source_row_is_picked_up_within_one_warm_interval(
     kube_cluster.run("create", "namespace", namespace)
     dsn = create_database(seeded_dsn)
     env = {**os.environ, **operator_env, "DATABASE_URL": dsn, "REDIS_KEY_PREFIX": f"late:{uuid.uuid4().hex[:8]}:"}
-    operator = await asyncio.create_subprocess_exec(
-        str(LITEMAAS_CLI),
-        "operator",
-        "--standalone",
-        "--namespace",
-        namespace,
-        env=env,
-        stdout=(tmp_path / "operator.log").open("ab"),
-        stderr=subprocess.STDOUT,
-    )
+    operator = start_operator(env, namespace, tmp_path / "operator.log")
     today = utc_today()
     late_day = today - dt.timedelta(days=3)
     days = DateRange(today - dt.timedelta(days=9), late_day)
@@ -597,5 +577,5 @@ async def test_a_late_source_row_is_picked_up_within_one_warm_interval(
     finally:
         kube_cluster.run("delete", "cwp", "late-rows", "-n", namespace, "--wait=false", check=False)
         operator.terminate()
-        await asyncio.wait_for(operator.wait(), 30)
+        operator.wait(timeout=30)
         drop_database(dsn)

@@ -6,7 +6,6 @@ Run with `litemaas-cache operator`, or `kopf run -m litemaas_cache.controller.ha
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import logging
 import secrets
 from typing import Any
@@ -16,6 +15,7 @@ import kopf
 from ..dates import utc_now
 from ..errors import CacheError
 from ..manager import CacheManager
+from ..redaction import Redactor, install_log_redaction
 from ..settings import load_settings
 from . import kube
 from .invalidation import (
@@ -25,6 +25,7 @@ from .invalidation import (
     parse_invalidation,
     run_invalidation,
     running_status,
+    ttl_expiry,
 )
 from .warming import WarmFailed, reconcile_policy
 
@@ -67,6 +68,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     # at once. kopf pauses *every* operator that sees a live peer of equal priority, so replicas must not tie: each
     # process draws a random priority unless OPERATOR_PRIORITY pins one.
     app_settings = load_settings()
+    install_log_redaction(app_settings.redact)  # again for `kopf run`, which does not start through the CLI
     settings.peering.clusterwide = True
     settings.peering.mandatory = False
     settings.peering.priority = (
@@ -78,6 +80,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     memo.exit_stack = contextlib.AsyncExitStack()
     memo.manager = await memo.exit_stack.enter_async_context(CacheManager.open(app_settings))
     logger.info("cache manager ready (redis %s)", "enabled" if memo.manager.redis.enabled else "disabled")
+
+
+def _redactor(memo: kopf.Memo) -> Redactor:
+    """What every status, event and kopf error message passes through before it leaves the operator."""
+    manager: CacheManager = memo.manager
+    return manager.settings.redact
 
 
 @kopf.on.login()
@@ -110,19 +118,20 @@ async def warm(
     body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, patch: kopf.Patch, memo: kopf.Memo, **_: Any
 ) -> None:
     """Warm the policy when due (interval passed, or spec changed); write the outcome to status."""
+    redact = _redactor(memo)
     try:
         outcome = await reconcile_policy(memo.manager, dict(spec), dict(status), meta.get("generation"))
     except WarmFailed as exc:
-        patch.status.update(exc.status)
+        patch.status.update(redact.deep(exc.status))
         if exc.permanent:
-            kopf.event(body, type="Warning", reason="InvalidSpec", message=str(exc))
-            raise kopf.PermanentError(str(exc)) from None
-        raise kopf.TemporaryError(str(exc), delay=memo.manager.settings.operator_retry_seconds) from None
+            kopf.event(body, type="Warning", reason="InvalidSpec", message=redact(str(exc)))
+            raise kopf.PermanentError(redact(str(exc))) from None
+        raise kopf.TemporaryError(redact(str(exc)), delay=memo.manager.settings.operator_retry_seconds) from None
     if outcome is None:
         return
-    patch.status.update(outcome.status)
+    patch.status.update(redact.deep(outcome.status))
     for type_, reason, message in outcome.events:
-        kopf.event(body, type=type_, reason=reason, message=message)
+        kopf.event(body, type=type_, reason=reason, message=redact(message))
 
 
 @kopf.on.create(GROUP, VERSION, INVALIDATIONS, id="start")
@@ -153,26 +162,27 @@ async def invalidation_purge(
     if status.get("phase") in TERMINAL_PHASES:
         return
     generation = meta.get("generation")
+    redact = _redactor(memo)
     try:
         parsed = parse_invalidation(dict(spec), generation)
         outcome = await run_invalidation(
             memo.manager, parsed, generation, status.get("conditions"), warm_policy_specs.get(namespace, [])
         )
     except WarmFailed as exc:
-        patch.status.update(exc.status)
-        kopf.event(body, type="Warning", reason="Failed", message=str(exc))
-        raise kopf.PermanentError(str(exc)) from None
+        patch.status.update(redact.deep(exc.status))
+        kopf.event(body, type="Warning", reason="Failed", message=redact(str(exc)))
+        raise kopf.PermanentError(redact(str(exc))) from None
     except (InvalidationIncomplete, CacheError) as exc:
         settings = memo.manager.settings
         if retry + 1 >= settings.operator_max_retries:
-            message = f"gave up after {retry + 1} attempts: {exc}"
+            message = redact(f"gave up after {retry + 1} attempts: {exc}")
             patch.status.update(failed_status("RetriesExhausted", message, generation, status.get("conditions")))
             kopf.event(body, type="Warning", reason="Failed", message=message)
             raise kopf.PermanentError(message) from None
-        patch.status["message"] = f"retrying ({retry + 1}/{settings.operator_max_retries}): {exc}"
-        raise kopf.TemporaryError(str(exc), delay=settings.operator_retry_seconds) from None
-    patch.status.update(outcome.status)
-    kopf.event(body, type="Normal", reason="Purged", message=outcome.status["message"])
+        patch.status["message"] = redact(f"retrying ({retry + 1}/{settings.operator_max_retries}): {exc}")
+        raise kopf.TemporaryError(redact(str(exc)), delay=settings.operator_retry_seconds) from None
+    patch.status.update(redact.deep(outcome.status))
+    kopf.event(body, type="Normal", reason="Purged", message=redact(outcome.status["message"]))
 
 
 @kopf.timer(GROUP, VERSION, INVALIDATIONS, interval=TTL_CHECK_SECONDS, field="spec.ttlSecondsAfterFinished")
@@ -184,7 +194,6 @@ async def invalidation_ttl(
     ttl = spec.get("ttlSecondsAfterFinished")
     if status.get("phase") not in TERMINAL_PHASES or not finished or ttl is None:
         return
-    expires = dt.datetime.fromisoformat(str(finished).replace("Z", "+00:00")) + dt.timedelta(seconds=int(ttl))
-    if utc_now() >= expires:
+    if utc_now() >= ttl_expiry(str(finished), int(ttl)):
         logger.info("ttlSecondsAfterFinished passed; deleting")
         await kube.delete_custom_object(GROUP, VERSION, INVALIDATIONS, namespace, name)

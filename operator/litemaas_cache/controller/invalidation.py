@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from ..dates import DateRange, utc_now
 from ..manager import CacheManager, InvalidationReport
 from .conditions import set_condition, timestamp
-from .specs import CacheInvalidationSpec, CacheWarmPolicySpec
+from .specs import MAX_TTL_SECONDS_AFTER_FINISHED, CacheInvalidationSpec, CacheWarmPolicySpec
 from .warming import WarmFailed
 
 TERMINAL_PHASES = ("Succeeded", "Failed")
@@ -61,6 +61,19 @@ def running_status(generation: int | None, now: dt.datetime | None = None) -> di
         "message": "purging",
         "conditions": set_condition(None, "Complete", "False", "Running", "purging", generation, now),
     }
+
+
+def ttl_expiry(completion_time: str, ttl_seconds: int) -> dt.datetime:
+    """When a finished invalidation is due for deletion; never raises for any ttl.
+
+    The ttl is clamped to the schema's bounds, since an object stored under an older CRD (no maximum) may hold
+    any integer, and a moment past the calendar's end is "never"."""
+    finished = dt.datetime.fromisoformat(completion_time.replace("Z", "+00:00"))
+    ttl = dt.timedelta(seconds=min(max(ttl_seconds, 0), MAX_TTL_SECONDS_AFTER_FINISHED))
+    try:
+        return finished + ttl
+    except OverflowError:
+        return dt.datetime.max.replace(tzinfo=dt.UTC)
 
 
 def rewarm_ranges(

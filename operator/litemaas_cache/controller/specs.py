@@ -24,6 +24,8 @@ Tier = Literal["redis", "postgres"]
 FILTER_ID_PATTERN = r"^[A-Za-z0-9_.:@/+=-]+$"
 INTERVAL_PATTERN = r"^([0-9]{1,5}h)?([0-9]{1,7}m)?([0-9]{1,9}s)?$"
 MIN_INTERVAL = dt.timedelta(minutes=1)
+# A finished CacheInvalidation is kept at most a year (and a day) before its ttl deletes it.
+MAX_TTL_SECONDS_AFTER_FINISHED = 366 * 86400
 
 FilterId = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=FILTER_ID_PATTERN)]
 FilterIds = Annotated[list[FilterId], Field(default_factory=list, max_length=1000)]
@@ -119,7 +121,7 @@ class CacheInvalidationSpec(_Spec):
     end_date: dt.date
     tiers: list[Tier] = Field(default=["redis", "postgres"], min_length=1, max_length=2)
     rewarm: bool = False
-    ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
+    ttl_seconds_after_finished: int | None = Field(default=None, ge=0, le=MAX_TTL_SECONDS_AFTER_FINISHED)
 
     @field_validator("start_date", "end_date")
     @classmethod

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from ..filters import FILTER_FIELDS
 from ..manager import CacheManager
+from ..redaction import install_log_redaction
 from ..settings import Settings
 from .auth import Authenticator
 from .openapi import openapi_document
@@ -37,11 +38,13 @@ def max_body_bytes(max_filter_ids: int) -> int:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """ApiErrors, and aiohttp's own 404 / 405 / 413, answered in the error shape; nothing leaks a DSN or secret."""
+    """ApiErrors, and aiohttp's own 404 / 405 / 413, answered in the error shape; every secret of the settings is
+    redacted from what goes out."""
+    redact = request.app[MANAGER].settings.redact
     try:
         return await handler(request)
     except ApiError as exc:
-        return exc.response()
+        return exc.redacted(redact).response()
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -77,6 +80,7 @@ async def serve(settings: Settings, host: str, port: int) -> None:
     """Run the API until cancelled. There is no unauthenticated mode: without JWT_SECRET, ADMIN_API_KEYS or API_TOKEN
     it refuses to start."""
     authenticator = Authenticator.from_settings(settings)
+    install_log_redaction(settings.redact)
     async with CacheManager.open(settings) as manager:
         runner = web.AppRunner(build_app(manager, authenticator), access_log=None)
         await runner.setup()

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from ..dates import DateRange
 from ..errors import BackendUnavailable, DateOrderInvalid, DateRangeTooLarge, InvalidRequest, SourceMissing
+from ..redaction import Redactor
 
 MAX_SUGGESTED_RANGES = 4
 
@@ -32,6 +33,11 @@ class ApiError(Exception):
         self.message = message
         self.details = details
         self.headers = headers
+
+    def redacted(self, redact: Redactor) -> ApiError:
+        """The same answer with every secret of the settings taken out of its message and details."""
+        details = None if self.details is None else redact.deep(self.details)
+        return ApiError(self.status, self.code, redact(self.message), details, self.headers)
 
     def response(self) -> web.Response:
         body: dict[str, Any] = {"error": self.message, "code": self.code}
