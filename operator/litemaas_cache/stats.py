@@ -31,6 +31,7 @@ async def stats_document(redis: RedisTier, counters: Counters) -> dict[str, Any]
     shared = await redis.read_stats()
     values = shared if shared is not None else dict(counters.local)
     info = await redis.server_info()
+    available = redis.available and info is not None
     requests = values.get("requests", 0)
     from_source = values.get("requests:source", 0)
     result_hits, result_misses = values.get("result:redis:hit", 0), values.get("result:redis:miss", 0)
@@ -43,8 +44,10 @@ async def stats_document(redis: RedisTier, counters: Counters) -> dict[str, Any]
         "memory": {"dayHits": values.get("day:memory:hit", 0)},
         "redis": {
             "enabled": redis.enabled,
-            "available": redis.available and info is not None,
+            "available": available,
             "breaker": redis.state,
+            # why Redis is not in use (out of memory, read-only, unreachable...): None while it is, or when disabled
+            "failure": None if available or not redis.enabled else str(redis.failure or "unreachable"),
             "hits": result_hits,
             "misses": result_misses,
             "hitRate": _rate(result_hits, result_misses),

@@ -392,6 +392,7 @@ class RedisStats(Response):
     enabled: bool
     available: bool
     breaker: str
+    failure: str | None
     hits: Count
     misses: Count
     hitRate: float | None
