@@ -41,7 +41,8 @@ def _admin(sql: str) -> None:
         conn.execute(sql)  # type: ignore[arg-type]
 
 
-async def _prepare(dsn: str) -> None:
+async def prepare_database(dsn: str) -> None:
+    """Migrate, create LiteLLM's and LiteMaaS's source tables, and seed them (the session database, private servers)."""
     async with Database(dsn) as db:
         await migrate(db)
         await create_source_tables(db)
@@ -55,7 +56,7 @@ def seeded_dsn() -> Iterator[str]:
     _admin(f"DROP DATABASE IF EXISTS {name}")
     _admin(f"CREATE DATABASE {name}")
     dsn = with_database(base_dsn(), name)
-    asyncio.run(_prepare(dsn))
+    asyncio.run(prepare_database(dsn))
     yield dsn
     drop_database(dsn)
 

@@ -16,10 +16,14 @@ import pytest
 import redis as redis_client
 
 from litemaas_cache.controller.warming import warm_policy
-from litemaas_cache.dates import utc_today
+from litemaas_cache.dates import DateRange, utc_today
+from litemaas_cache.errors import BackendUnavailable
 from litemaas_cache.manager import CacheManager
 from litemaas_cache.settings import load_settings
+from tests.conftest import prepare_database
+from tests.support.day_audit import audit_cached_days
 from tests.support.metrics import close
+from tests.support.postgres_server import PostgresServer
 from tests.support.oracle import Filters, assert_row, expected_rows, open_oracle, pick_ids
 from tests.support.read_load import LoadPlan, Read, ReadRecord, spawn_workers
 from tests.support.redis_server import RedisServer
@@ -213,6 +217,50 @@ async def test_redis_full_under_noeviction_says_so_and_answers_stay_right(
                 "stats": {k: stats["redis"][k] for k in ("available", "breaker", "failure")},
                 "RedisAvailable": conditions["RedisAvailable"],
                 "breakerClosedAfterMemoryFreedSeconds": round(recovered, 2),
+            }
+        ),
+    )
+
+
+async def test_postgresql_restarted_during_a_warm_leaves_no_half_written_day() -> None:
+    """The warm in flight fails with BackendUnavailable (never another error), the next one succeeds on the same
+    manager (its pools reconnect), and every cached day equals the source throughout."""
+    with PostgresServer() as server:
+        dsn = server.create_database("litemaas")
+        await prepare_database(dsn)
+        today = utc_today()
+        ranges = [DateRange(today - dt.timedelta(days=d + 4), today - dt.timedelta(days=d)) for d in range(2, 40, 5)]
+        restarted: list[float] = []
+
+        def restart_after_the_first_range(_: str) -> None:
+            if not restarted:  # blocks the warm in the middle, exactly as long as the restart takes
+                server.restart()
+                restarted.append(time.monotonic())
+
+        settings = load_settings(database_url=dsn, redis_enabled=False)
+        async with CacheManager.open(settings) as manager:
+            with pytest.raises(BackendUnavailable):
+                await manager.warm(ranges, (), ("user", "model"), restart_after_the_first_range)
+            after_failure = audit_cached_days(dsn)
+            attempts = 1
+            while True:  # as the operator does: retry after OPERATOR_RETRY_SECONDS (here at once)
+                try:
+                    report = await manager.warm(ranges, (), ("user", "model"))
+                    break
+                except BackendUnavailable:
+                    assert attempts < 20, "the warm never succeeded again after the restart"
+                    attempts += 1
+            recovered = time.monotonic() - restarted[0]
+        checked = audit_cached_days(dsn)
+    assert 0 < after_failure < checked == report.days_warmed
+    print(
+        "postgresql restart figures:",
+        json.dumps(
+            {
+                "daysCachedWhenTheWarmFailed": after_failure,
+                "daysCachedAfterTheRetry": checked,
+                "failedAttemptsAfterTheRestart": attempts - 1,
+                "secondsFromRestartToWarmed": round(recovered, 2),
             }
         ),
     )
