@@ -38,7 +38,9 @@ def _weeks(count: int) -> list[tuple[str, str]]:
 def _cached_days(dsn: str) -> int:
     try:
         with psycopg.connect(dsn, connect_timeout=2) as conn:
-            row = conn.execute("SELECT count(*) FROM litemaas_cache.daily_usage WHERE aggregates IS NOT NULL").fetchone()
+            row = conn.execute(
+                "SELECT count(*) FROM litemaas_cache.daily_usage WHERE aggregates IS NOT NULL"
+            ).fetchone()
     except psycopg.OperationalError:
         return 0
     return int(row[0]) if row else 0
@@ -125,4 +127,3 @@ async def test_postgresql_restarted_during_a_warm_the_policy_recovers_by_itself(
             }
         ),
     )
-

@@ -27,5 +27,6 @@ def audit_cached_days(dsn: str) -> int:
         decoded = (int(columns["requests"].sum()), int(columns["prompt"].sum() + columns["completion"].sum()))
         want_requests, want_tokens, want_spend = source.get(day, (0, 0, 0.0))
         assert decoded == (requests, tokens) == (want_requests, want_tokens), (day, decoded, requests, tokens)
-        assert close(float(columns["spend"].sum()), want_spend) and close(spend, want_spend), (day, spend, want_spend)
+        assert close(float(columns["spend"].sum()), want_spend), (day, float(columns["spend"].sum()), want_spend)
+        assert close(spend, want_spend), (day, spend, want_spend)
     return len(cached)
