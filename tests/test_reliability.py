@@ -14,7 +14,7 @@ import pytest
 from redis.asyncio import Redis
 
 from litemaas_cache.analytics import Page
-from litemaas_cache.daily_cache import DAY_LOCK_NAMESPACE
+from litemaas_cache.daily_cache import DAY_LOCK_NAMESPACE, MONTH_LOCK_NAMESPACE, month_key
 from litemaas_cache.dates import DateRange, utc_today
 from litemaas_cache.errors import BackendUnavailable
 from litemaas_cache.filters import AnalyticsQuery, build_query
@@ -217,3 +217,34 @@ async def test_postgresql_failing_during_a_version_resync_is_not_a_redis_failure
     answer = await manager.analytics(_query(_last(3)))  # PostgreSQL back: the mirror re-syncs, Redis is used
     assert answer.value["totalRequests"] == _sql_requests(fresh_dsn, _last(3))
     assert await manager.redis.get_days(days) != {}
+
+
+async def test_a_year_long_purge_holds_a_lock_per_month_not_per_day(fresh_dsn: str, open_manager: OpenManager) -> None:
+    """Item 3: a purge took one advisory lock per day in one transaction, so a long range could exhaust PostgreSQL's
+    shared lock table for every session of the server. Caught waiting behind a fill of its last day, a 366-day
+    purge now holds at most one lock per month."""
+    manager = await open_manager(fresh_dsn)
+    year = DateRange(dt.date(2024, 1, 1), dt.date(2024, 12, 31))
+    last = year.end
+    with psycopg.connect(fresh_dsn) as filling:  # a fill of the last day, under way: its month shared, its day
+        filling.execute("SELECT pg_advisory_xact_lock_shared(%s, %s)", (MONTH_LOCK_NAMESPACE, month_key(last)))
+        filling.execute("SELECT pg_advisory_xact_lock(%s, %s)", (DAY_LOCK_NAMESPACE, last.toordinal()))
+        purge = asyncio.ensure_future(manager.invalidate(year))
+        with psycopg.connect(fresh_dsn, autocommit=True) as watcher:
+            for _ in range(500):
+                waiting = watcher.execute(
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database ="
+                    " (SELECT oid FROM pg_database WHERE datname = current_database())"
+                ).fetchall()
+                if waiting:
+                    break
+                await asyncio.sleep(0.02)
+            assert len(waiting) == 1, "the purge waits for the fill"
+            (held,) = watcher.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = %s", waiting[0]
+            ).fetchone() or (None,)
+        assert held is not None
+        assert held <= 13, f"the purge holds {held} advisory locks"
+        filling.rollback()  # the fill ends
+    report = await asyncio.wait_for(purge, timeout=30)
+    assert report.versions_bumped == 366
