@@ -13,6 +13,7 @@ import psycopg
 from litemaas_cache.dates import DateRange, utc_today
 from litemaas_cache.filters import AnalyticsQuery, build_query
 from litemaas_cache.manager import CacheManager
+from tests.support.oracle import sql_requests
 
 OpenManager = Callable[..., Awaitable[CacheManager]]
 LATE_REQUESTS = 777
@@ -20,16 +21,6 @@ LATE_REQUESTS = 777
 
 def _query(days: DateRange) -> AnalyticsQuery:
     return build_query(days.start, days.end, max_days=90, max_ids=1000)
-
-
-def _sql_requests(dsn: str, days: DateRange) -> int:
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute(
-            'SELECT coalesce(sum(api_requests), 0) FROM "LiteLLM_DailyUserSpend" WHERE date BETWEEN %s AND %s',
-            (days.start.isoformat(), days.end.isoformat()),
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 def write_late_row(dsn: str, day: dt.date) -> None:
@@ -60,7 +51,7 @@ async def test_a_late_row_three_days_ago_is_picked_up_by_the_next_warm_and_only_
     first = await manager.warm([days])
     assert first.days_refreshed == []
     before = (await manager.analytics(_query(days))).value["totalRequests"]
-    assert before == _sql_requests(fresh_dsn, days)
+    assert before == sql_requests(fresh_dsn, days)
 
     late_day = today - dt.timedelta(days=3)
     write_late_row(fresh_dsn, late_day)
@@ -73,7 +64,7 @@ async def test_a_late_row_three_days_ago_is_picked_up_by_the_next_warm_and_only_
     assert _computed(manager) - computed == 1, "only the changed day was computed again"
     after = await manager.analytics(_query(days))
     assert after.tier == "redis"
-    assert after.value["totalRequests"] == before + LATE_REQUESTS == _sql_requests(fresh_dsn, days)
+    assert after.value["totalRequests"] == before + LATE_REQUESTS == sql_requests(fresh_dsn, days)
 
     again = await manager.warm([days])
     assert again.days_refreshed == [], "once recomputed, the day's fingerprint matches"
@@ -109,5 +100,5 @@ async def test_reads_check_on_their_own_at_most_every_interval(fresh_dsn: str, o
     write_late_row(fresh_dsn, today - dt.timedelta(days=4))
     await asyncio.sleep(0.7)
     after = await manager.analytics(_query(days))
-    assert after.value["totalRequests"] == before + LATE_REQUESTS == _sql_requests(fresh_dsn, days)
+    assert after.value["totalRequests"] == before + LATE_REQUESTS == sql_requests(fresh_dsn, days)
     assert manager.counters.local.get("freshness:days-refreshed") == 1

@@ -103,7 +103,16 @@ def scenarios(good_dsn: str, redis: RedisServer) -> dict[str, Scenario]:
 
 
 def marker_env(scenario: Scenario) -> dict[str, str]:
-    env = {**os.environ, "API_TOKEN": f"token-{MARKER}", "COLUMNS": "200", **scenario.env}
+    env = {
+        **os.environ,
+        "API_TOKEN": f"token-{MARKER}",
+        "API_TOKEN_SCOPE": "admin",
+        "JWT_SECRET": f"jwt-{MARKER}-{'s' * 32}",
+        "ADMIN_API_KEYS": f"ltm_admin_{MARKER}",
+        "ADMIN_CACHE_REBUILD_LIMIT": "100",  # the API test invalidates twice
+        "COLUMNS": "200",
+        **scenario.env,
+    }
     env["REDIS_KEY_PREFIX"] = f"test:redaction:{uuid.uuid4().hex[:8]}:"
     for name in (*scenario.unset, *(["LITELLM_DATABASE_URL"] if "LITELLM_DATABASE_URL" not in scenario.env else [])):
         env.pop(name, None)
@@ -143,9 +152,17 @@ def runs(module_dsn: str, secured_redis: RedisServer) -> list[Run]:
 
 def test_the_scenarios_cover_every_secret_setting(module_dsn: str, secured_redis: RedisServer) -> None:
     covered = {name for scenario in scenarios(module_dsn, secured_redis).values() for name in scenario.env}
-    covered.add("API_TOKEN")  # in every scenario (marker_env)
+    covered |= {"API_TOKEN", "JWT_SECRET", "ADMIN_API_KEYS"}  # in every scenario (marker_env)
     assert secret_aliases() <= covered, f"no scenario puts the marker into {secret_aliases() - covered}"
-    assert {"DATABASE_URL", "LITELLM_DATABASE_URL", "REDIS_URL", "REDIS_PASSWORD", "API_TOKEN"} <= secret_aliases()
+    assert {
+        "DATABASE_URL",
+        "LITELLM_DATABASE_URL",
+        "REDIS_URL",
+        "REDIS_PASSWORD",
+        "API_TOKEN",
+        "JWT_SECRET",
+        "ADMIN_API_KEYS",
+    } <= secret_aliases()
 
 
 def test_cli_commands_fail_without_printing_the_secret(
@@ -297,17 +314,16 @@ def _request(url: str, path: str, *, token: str | None, body: dict[str, object] 
 def test_http_error_bodies_and_the_api_log_hold_no_secret(api_url: tuple[str, Path]) -> None:
     url, log = api_url
     token = f"token-{MARKER}"
-    days = "startDate=2001-03-01&endDate=2001-03-02"
+    days = {"startDate": "2001-03-01", "endDate": "2001-03-02"}
+    admin = "/api/v1/admin/usage"
     answers = {
-        "unavailable source": _request(url, f"/api/v1/analytics?{days}", token=token),
-        "unavailable source, breakdown": _request(url, f"/api/v1/analytics/user?{days}", token=token),
-        "wrong token": _request(url, f"/api/v1/analytics?{days}", token=MARKER),
+        "unavailable source": _request(url, f"{admin}/analytics", token=token, body=days),
+        "unavailable source, breakdown": _request(url, f"{admin}/by-user", token=token, body=days),
+        "wrong token": _request(url, f"{admin}/analytics", token=MARKER, body=days),
         "no token": _request(url, "/api/v1/cache/stats", token=None),
-        "bad date": _request(url, f"/api/v1/analytics?startDate={MARKER}&endDate=2001-03-02", token=token),
+        "bad date": _request(url, f"{admin}/analytics", token=token, body={**days, "startDate": MARKER}),
         "bad body": _request(url, "/api/v1/cache/invalidate", token=token, body={"startDate": 1}),
-        "invalidate with redis refusing": _request(
-            url, "/api/v1/cache/invalidate", token=token, body={"startDate": "2001-03-01", "endDate": "2001-03-02"}
-        ),
+        "invalidate with redis refusing": _request(url, "/api/v1/cache/invalidate", token=token, body=days),
         "stats with redis refusing": _request(url, "/api/v1/cache/stats", token=token),
     }
     statuses = {name: status for name, (status, _) in answers.items()}
@@ -324,7 +340,7 @@ def test_http_error_bodies_and_the_api_log_hold_no_secret(api_url: tuple[str, Pa
     assert "LiteLLM's database" in answers["unavailable source"][1]
     assert orjson.loads(answers["stats with redis refusing"][1])["redis"]["available"] is False
     # The bad date is the marker itself, typed by a client: the answer names the field, and still redacts it.
-    assert orjson.loads(answers["bad date"][1])["error"]["field"] == "startDate"
+    assert orjson.loads(answers["bad date"][1])["details"]["field"] == "startDate"
     for name, (_, body) in answers.items():
         assert not leaks(body), (name, body)
     logged = log.read_text()

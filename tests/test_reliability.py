@@ -14,12 +14,13 @@ import pytest
 from redis.asyncio import Redis
 
 from litemaas_cache.analytics import Page
-from litemaas_cache.daily_cache import DAY_LOCK_NAMESPACE
+from litemaas_cache.daily_cache import DAY_LOCK_NAMESPACE, MONTH_LOCK_NAMESPACE, month_key
 from litemaas_cache.dates import DateRange, utc_today
 from litemaas_cache.errors import BackendUnavailable
 from litemaas_cache.filters import AnalyticsQuery, build_query
 from litemaas_cache.manager import CacheManager
 from tests.conftest import make_settings
+from tests.support.oracle import sql_requests
 from tests.support.redis_server import RedisServer
 
 OpenManager = Callable[..., Awaitable[CacheManager]]
@@ -32,16 +33,6 @@ def _query(days: DateRange, **filters: list[str]) -> AnalyticsQuery:
 def _last(n: int) -> DateRange:
     end = utc_today() - dt.timedelta(days=3)
     return DateRange(end - dt.timedelta(days=n - 1), end)
-
-
-def _sql_requests(dsn: str, days: DateRange) -> int:
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute(
-            'SELECT coalesce(sum(api_requests), 0) FROM "LiteLLM_DailyUserSpend" WHERE date BETWEEN %s AND %s',
-            (days.start.isoformat(), days.end.isoformat()),
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 @asynccontextmanager
@@ -73,10 +64,10 @@ async def test_two_deployments_sharing_a_redis_and_a_prefix_never_read_each_othe
     for manager, dsn in ((first, first_dsn), (second, second_dsn)):
         answer = await manager.analytics(_query(days))
         assert answer.tier == "source", "each database computes its own answer"
-        assert answer.value["totalRequests"] == _sql_requests(dsn, days)
+        assert answer.value["totalRequests"] == sql_requests(dsn, days)
         again = await manager.analytics(_query(days))
-        assert (again.tier, again.value["totalRequests"]) == ("redis", _sql_requests(dsn, days))
-    assert _sql_requests(second_dsn, days) == 3 * _sql_requests(first_dsn, days) > 0
+        assert (again.tier, again.value["totalRequests"]) == ("redis", sql_requests(dsn, days))
+    assert sql_requests(second_dsn, days) == 3 * sql_requests(first_dsn, days) > 0
 
 
 async def test_the_identity_is_stable_for_a_database_and_differs_between_databases(
@@ -101,7 +92,7 @@ async def test_cold_reads_at_once_on_a_pool_of_one_connection_all_answer(
     answers = await asyncio.wait_for(asyncio.gather(*(manager.analytics(q) for q in queries)), timeout=60)
     for query, answer in zip(queries, answers, strict=True):
         if not query.filters.model_ids:
-            assert answer.value["totalRequests"] == _sql_requests(fresh_dsn, query.range)
+            assert answer.value["totalRequests"] == sql_requests(fresh_dsn, query.range)
     report = await asyncio.wait_for(manager.warm([_last(5)], breakdowns=["user", "model"]), timeout=60)
     assert report.results_warmed == 3
 
@@ -133,7 +124,7 @@ async def test_purge_and_stats_on_a_large_shared_redis_need_no_scan(fresh_dsn: s
                 assert (await manager.analytics(_query(outside))).tier == "redis"
                 fresh = await manager.analytics(_query(days))
                 assert fresh.tier != "redis"
-                assert fresh.value["totalRequests"] == _sql_requests(fresh_dsn, days)
+                assert fresh.value["totalRequests"] == sql_requests(fresh_dsn, days)
                 await manager.redis.delete_all()
             assert len(await other.keys("other-app:*")) == 400_000, "nothing of the other application was touched"
         finally:
@@ -177,7 +168,7 @@ async def test_a_fill_waiting_on_a_stuck_lock_gives_up_with_503_not_for_ever(
         with pytest.raises(BackendUnavailable, match="lock timeout"):
             await asyncio.wait_for(manager.analytics(_query(DateRange(day, day))), timeout=30)
     answer = await manager.analytics(_query(DateRange(day, day)))
-    assert answer.value["totalRequests"] == _sql_requests(fresh_dsn, DateRange(day, day))
+    assert answer.value["totalRequests"] == sql_requests(fresh_dsn, DateRange(day, day))
 
 
 async def test_the_pool_queue_is_bounded_and_a_wait_for_a_connection_ends(
@@ -199,7 +190,7 @@ async def test_the_pool_queue_is_bounded_and_a_wait_for_a_connection_ends(
     assert all(isinstance(e, BackendUnavailable) for e in errors)
     assert "postgresql unavailable: too many reads are waiting for a connection" in map(str, errors)
     # the connection is free again: reads are answered
-    assert (await queues.analytics(_query(_last(2)))).value["totalRequests"] == _sql_requests(fresh_dsn, _last(2))
+    assert (await queues.analytics(_query(_last(2)))).value["totalRequests"] == sql_requests(fresh_dsn, _last(2))
 
 
 async def test_postgresql_failing_during_a_version_resync_is_not_a_redis_failure(
@@ -215,5 +206,36 @@ async def test_postgresql_failing_during_a_version_resync_is_not_a_redis_failure
     assert manager.redis.available
     assert manager.redis.breaker.consecutive_failures == 0
     answer = await manager.analytics(_query(_last(3)))  # PostgreSQL back: the mirror re-syncs, Redis is used
-    assert answer.value["totalRequests"] == _sql_requests(fresh_dsn, _last(3))
+    assert answer.value["totalRequests"] == sql_requests(fresh_dsn, _last(3))
     assert await manager.redis.get_days(days) != {}
+
+
+async def test_a_year_long_purge_holds_a_lock_per_month_not_per_day(fresh_dsn: str, open_manager: OpenManager) -> None:
+    """Item 3: a purge took one advisory lock per day in one transaction, so a long range could exhaust PostgreSQL's
+    shared lock table for every session of the server. Caught waiting behind a fill of its last day, a 366-day
+    purge now holds at most one lock per month."""
+    manager = await open_manager(fresh_dsn)
+    year = DateRange(dt.date(2024, 1, 1), dt.date(2024, 12, 31))
+    last = year.end
+    with psycopg.connect(fresh_dsn) as filling:  # a fill of the last day, under way: its month shared, its day
+        filling.execute("SELECT pg_advisory_xact_lock_shared(%s, %s)", (MONTH_LOCK_NAMESPACE, month_key(last)))
+        filling.execute("SELECT pg_advisory_xact_lock(%s, %s)", (DAY_LOCK_NAMESPACE, last.toordinal()))
+        purge = asyncio.ensure_future(manager.invalidate(year))
+        with psycopg.connect(fresh_dsn, autocommit=True) as watcher:
+            for _ in range(500):
+                waiting = watcher.execute(
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database ="
+                    " (SELECT oid FROM pg_database WHERE datname = current_database())"
+                ).fetchall()
+                if waiting:
+                    break
+                await asyncio.sleep(0.02)
+            assert len(waiting) == 1, "the purge waits for the fill"
+            (held,) = watcher.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = %s", waiting[0]
+            ).fetchone() or (None,)
+        assert held is not None
+        assert held <= 13, f"the purge holds {held} advisory locks"
+        filling.rollback()  # the fill ends
+    report = await asyncio.wait_for(purge, timeout=30)
+    assert report.versions_bumped == 366

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,10 +23,29 @@ from .schema import SCHEMA
 from .source import Dimensions, SourceReader, coded_usage, dimensions_of, load_key_owners
 from .vocabulary import METRICS, CodedColumn
 
-# Namespace of the two-int advisory locks that serialise fills and invalidations of one day.
+# Two levels of two-int advisory locks, so that no statement ever takes more than a handful (PostgreSQL's lock table
+# is shared by every session of the server, LiteLLM's included; a lock per day of a year-long purge could fill it):
+# - a fill holds its months SHARED, then its days (at most FILL_DAYS) exclusively: concurrent fills of one day
+#   compute it once, fills of different days run side by side;
+# - a purge holds the months of its range EXCLUSIVELY (at most 13 for 366 days): it waits for the fills under way
+#   in those months, and fills wait for it. Months are always taken before days, in order: no deadlock.
 DAY_LOCK_NAMESPACE = 0x4C4D44
+MONTH_LOCK_NAMESPACE = 0x4C4D4D
 
+_LOCK_MONTHS_SHARED_SQL = (
+    "SELECT pg_advisory_xact_lock_shared(%s, m) FROM (SELECT unnest(%s::int[]) AS m ORDER BY 1) AS months"
+)
+_LOCK_MONTHS_SQL = "SELECT pg_advisory_xact_lock(%s, m) FROM (SELECT unnest(%s::int[]) AS m ORDER BY 1) AS months"
 _LOCK_DAYS_SQL = "SELECT pg_advisory_xact_lock(%s, d) FROM (SELECT unnest(%s::int[]) AS d ORDER BY 1) AS days"
+
+
+def month_key(day: dt.date) -> int:
+    """The month lock of a day."""
+    return day.year * 12 + day.month - 1
+
+
+def _months(days: Iterable[dt.date]) -> list[int]:
+    return sorted({month_key(d) for d in days})
 
 _READ_SQL = f"""
 SELECT day, aggregates, is_complete, version, updated_at
@@ -143,6 +162,7 @@ class PostgresDayCache:
         ordered = sorted(set(days))
         async with self._db.cache_connection() as conn:
             async with conn.transaction():
+                await conn.execute(_LOCK_MONTHS_SHARED_SQL, (MONTH_LOCK_NAMESPACE, _months(ordered)))
                 await conn.execute(_LOCK_DAYS_SQL, (DAY_LOCK_NAMESPACE, [d.toordinal() for d in ordered]))
                 result, versions = await self._read(conn, ordered)
                 for day in recompute:
@@ -183,8 +203,7 @@ class PostgresDayCache:
     async def purge(self, days: DateRange) -> PurgeResult:
         """Drop the payloads of every day in the range and bump each day's version (uncached days too)."""
         async with self._db.cache_connection() as conn, conn.transaction():
-            ordinals = [d.toordinal() for d in days]
-            await conn.execute(_LOCK_DAYS_SQL, (DAY_LOCK_NAMESPACE, ordinals))
+            await conn.execute(_LOCK_MONTHS_SQL, (MONTH_LOCK_NAMESPACE, _months(days)))
             cur = await conn.execute(_PURGE_SQL, {"start": days.start, "end": days.end})
             rows = await cur.fetchall()
         return PurgeResult(

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import psycopg
 
+from litemaas_cache.dates import DateRange
 from litemaas_cache.providers import infer_provider
 from tests.support.metrics import assert_metrics
 
@@ -291,3 +292,14 @@ def expected_order(
     ordered = sorted(rows)
     ordered.sort(key=lambda ident: sort_value(*rows[ident], dimension, sort_by), reverse=descending)
     return ordered
+
+
+def sql_requests(dsn: str, days: DateRange) -> int:
+    """Requests over `days` in LiteLLM's table, summed by PostgreSQL (a one-number oracle)."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            'SELECT coalesce(sum(api_requests), 0) FROM "LiteLLM_DailyUserSpend" WHERE date BETWEEN %s AND %s',
+            (days.start.isoformat(), days.end.isoformat()),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
