@@ -34,7 +34,8 @@ def wait_for(what: str, probe: Callable[[], Any], timeout: float = WAIT_SECONDS,
 
 
 def start_operator(env: dict[str, str], namespace: str, log: Path, *options: str) -> subprocess.Popen[bytes]:
-    """The real `litemaas-cache operator` process, standalone, watching `namespace`; its output appended to `log`."""
+    """The real `litemaas-cache operator` process, standalone, watching `namespace`; its output appended to `log`.
+    Its /metrics endpoint is where env's METRICS_PORT says (operator_env turns it off)."""
     with log.open("ab") as sink:
         return subprocess.Popen(
             [
