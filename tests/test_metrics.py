@@ -4,7 +4,10 @@ reads shows the counters moved under the right tier labels, the same numbers /ap
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import get_args
 
 from litemaas_cache.dates import utc_today
@@ -14,6 +17,7 @@ from litemaas_cache.vocabulary import CounterName, TimingName
 from tests.support.api import SERVICE_TOKEN, authenticator, bearer, serving
 from tests.support.scrape import Scrape
 
+CHART = Path(__file__).resolve().parents[1] / "charts" / "litemaas-cache-operator"
 ADMIN = "/api/v1/admin/usage"
 ANALYTICS = f"{ADMIN}/analytics"
 
@@ -145,3 +149,24 @@ async def test_two_apps_in_one_process_keep_their_own_registries(
         untouched = Scrape(await (await other.get("/metrics")).text())
     assert counted.value("litemaas_cache_requests_total") == 1
     assert untouched.value("litemaas_cache_requests_total") == 0
+
+
+async def test_the_chart_queries_only_series_the_processes_export(
+    fresh_dsn: str, open_manager: Callable[..., Awaitable[CacheManager]]
+) -> None:
+    """Every series the Grafana dashboard and the alerts query is one /metrics serves (a renamed metric would
+    otherwise leave a panel empty and an alert silent for ever)."""
+    queried = _queried_series()
+    assert len(queried) > 10
+    async with serving(await open_manager(fresh_dsn)) as client:
+        assert (await client.get("/healthz")).status == 200  # one observation: the latency histogram has samples
+        exported = {name for name, _ in Scrape(await (await client.get("/metrics")).text()).samples}
+    assert queried - exported == set()
+
+
+def _queried_series() -> set[str]:
+    """The series named in the dashboard's queries and in the alerts' template."""
+    dashboard = json.loads((CHART / "files" / "dashboards" / "litemaas-cache.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    texts = [*exprs, (CHART / "templates" / "prometheusrule.yaml").read_text()]
+    return {name for text in texts for name in re.findall(r"\blitemaas_cache_\w+", text)}
