@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -52,6 +53,15 @@ def start_operator(env: dict[str, str], namespace: str, log: Path, *options: str
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
+
+
+def stop_operator(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (kopf's graceful stop), and SIGKILL if it has not exited within 30 s."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 def http_json(url: str) -> Any:

@@ -84,21 +84,18 @@ def test_helm_install_namespaced_then_uninstall(kube_cluster: KubeCluster, crds:
     assert left.stdout.strip() == ""
 
 
+def render_into(cluster: KubeCluster, namespace: str, ci_values: str, *sets: str) -> str:
+    """`helm template` of the chart for `namespace` with a ci/ values file (the CRDs left out: they are installed)."""
+    flags = [flag for value in ("crds.enabled=false", *sets) for flag in ("--set", value)]
+    return cluster.helm_run(
+        "template", "lco", str(CHART), "--namespace", namespace, "--values", str(CHART / "ci" / ci_values), *flags
+    ).stdout
+
+
 def test_network_policy_and_disruption_budgets_are_accepted_by_the_api_server(
     kube_cluster: KubeCluster, k8s_namespace: str
 ) -> None:
-    values = CHART / "ci" / "network-restricted-values.yaml"
-    rendered = kube_cluster.helm_run(
-        "template",
-        "lco",
-        str(CHART),
-        "--namespace",
-        k8s_namespace,
-        "--values",
-        str(values),
-        "--set",
-        "crds.enabled=false",
-    ).stdout
+    rendered = render_into(kube_cluster, k8s_namespace, "network-restricted-values.yaml")
     docs = [
         doc for doc in yaml.safe_load_all(rendered) if doc and doc["kind"] in ("NetworkPolicy", "PodDisruptionBudget")
     ]
@@ -130,19 +127,9 @@ def test_monitoring_objects_are_accepted_by_the_api_server(
 ) -> None:
     """The ServiceMonitor, PrometheusRule, metrics Service and dashboard ConfigMap of ci/monitoring-values.yaml pass
     the API server's schema checks (unknown fields refused), and are stored as rendered."""
-    rendered = kube_cluster.helm_run(
-        "template",
-        "lco",
-        str(CHART),
-        "--namespace",
-        k8s_namespace,
-        "--values",
-        str(CHART / "ci" / "monitoring-values.yaml"),
-        "--set",
-        "crds.enabled=false",
-        "--set",
-        f"metrics.grafanaDashboard.namespace={k8s_namespace}",
-    ).stdout
+    rendered = render_into(
+        kube_cluster, k8s_namespace, "monitoring-values.yaml", f"metrics.grafanaDashboard.namespace={k8s_namespace}"
+    )
     kinds = ("ServiceMonitor", "PrometheusRule", "ConfigMap", "Service")
     docs = [doc for doc in yaml.safe_load_all(rendered) if doc and doc["kind"] in kinds]
     expected = ["ConfigMap", "PrometheusRule", "Service", "Service", "ServiceMonitor"]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import urllib.request
 import uuid
 from pathlib import Path
@@ -13,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.k8s.conftest import KubeCluster
-from tests.k8s.operator_support import apply, condition, get, start_operator, wait_for, warm_policy
+from tests.k8s.operator_support import apply, condition, get, start_operator, stop_operator, wait_for, warm_policy
 from tests.support.redis_server import free_port
 from tests.support.scrape import Scrape
 
@@ -95,10 +93,6 @@ def test_operator_metrics_count_a_cold_warm_then_redis_hits(
         assert hot.value("litemaas_cache_warms_total", outcome="failure") == 0
         assert hot.value("litemaas_cache_db_pool_connections", pool="litemaas") >= 1
     finally:
-        operator.send_signal(signal.SIGTERM)
-        try:
-            operator.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            operator.kill()
+        stop_operator(operator)
     log = (tmp_path / "operator.log").read_text()
     assert "Traceback" not in log, log[-3000:]
