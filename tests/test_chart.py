@@ -183,7 +183,11 @@ def test_default_render(helm: str) -> None:
     assert pod["serviceAccountName"] == one(docs, "ServiceAccount")["metadata"]["name"]
     (container,) = pod["containers"]
     assert container["args"] == ["operator"]
-    assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["ports"] == [
+        {"name": "health", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": 8081, "protocol": "TCP"},  # METRICS_PORT's default
+    ]
+    assert "METRICS_PORT" not in env_of(container)
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert "readinessProbe" not in container, "an operator has nothing to be ready for"
     env = env_of(container)
@@ -415,12 +419,130 @@ def test_crds_disabled_and_not_kept(helm: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "typo", ["imag.tag=x", "config.redisPortt=1", "api.service.typ=NodePort", "watchNamespace=Bad_NS"]
+    "typo",
+    [
+        "imag.tag=x",
+        "config.redisPortt=1",
+        "api.service.typ=NodePort",
+        "watchNamespace=Bad_NS",
+        "metrics.serviceMonitor.intervall=1m",
+        "metrics.prometheusRule.breakerOpenFor=5 minutes",
+        "metrics.prometheusRule.hitRateThreshold=2",
+    ],
 )
 def test_schema_rejects_typos(helm: str, typo: str) -> None:
     result = run_helm(helm, "template", RELEASE, str(CHART), "--set", typo, check=False)
     assert result.returncode != 0, f"--set {typo} was accepted"
     assert "values don't meet the specifications of the schema" in result.stderr
+
+
+# --- monitoring: ServiceMonitor, PrometheusRule, Grafana dashboard ------------------------------------------------
+
+MONITORING = CHART / "ci" / "monitoring-values.yaml"
+MONITORING_KINDS = ("ServiceMonitor", "PrometheusRule", "ConfigMap")
+
+
+def _selects(selector: Doc, labels: dict[str, str]) -> bool:
+    """A LabelSelector (matchLabels, and matchExpressions with In) against an object's labels."""
+    if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        assert expression["operator"] == "In", expression
+        if labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return True
+
+
+def _alerts(docs: list[Doc]) -> dict[str, Doc]:
+    (group,) = one(docs, "PrometheusRule")["spec"]["groups"]
+    return {rule["alert"]: rule for rule in group["rules"]}
+
+
+def test_monitoring_is_off_by_default(helm: str) -> None:
+    docs = render(helm, "--set", "api.enabled=true")
+    for kind in MONITORING_KINDS:
+        assert not of_kind(docs, kind), kind
+    assert [doc["metadata"]["name"] for doc in of_kind(docs, "Service")] == [f"{RELEASE}-api"]
+
+
+def test_service_monitor_scrapes_the_operator_and_the_api(helm: str) -> None:
+    values = yaml.safe_load(MONITORING.read_text())["metrics"]["serviceMonitor"]
+    docs = render(helm, "--values", str(MONITORING))
+    monitor = one(docs, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    spec = monitor["spec"]
+    assert spec["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    scraped = {
+        doc["metadata"]["name"]: doc
+        for doc in of_kind(docs, "Service")
+        if _selects(spec["selector"], doc["metadata"]["labels"])
+    }
+    assert set(scraped) == {f"{RELEASE}-metrics", f"{RELEASE}-api"}
+    endpoints = {endpoint["port"]: endpoint for endpoint in spec["endpoints"]}
+    assert set(endpoints) == {"metrics", "http"}
+    for endpoint in endpoints.values():
+        assert endpoint["path"] == "/metrics"
+        assert (endpoint["interval"], endpoint["scrapeTimeout"]) == (values["interval"], values["scrapeTimeout"])
+    # Each endpoint's port is a port of one scraped Service, which reaches a container port of the pods it selects.
+    deployments = of_kind(docs, "Deployment")
+    for port in endpoints:
+        (service,) = [s for s in scraped.values() if port in {p["name"] for p in s["spec"]["ports"]}]
+        (service_port,) = [p for p in service["spec"]["ports"] if p["name"] == port]
+        (deployment,) = [
+            d
+            for d in deployments
+            if _selects({"matchLabels": service["spec"]["selector"]}, d["spec"]["template"]["metadata"]["labels"])
+        ]
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert service_port["targetPort"] in {p["name"] for p in container["ports"]}, (port, service_port)
+
+    without_api = render(helm, "--set", "metrics.serviceMonitor.enabled=true")
+    assert [e["port"] for e in one(without_api, "ServiceMonitor")["spec"]["endpoints"]] == ["metrics"]
+
+
+def test_prometheus_rule_alerts_follow_the_values(helm: str) -> None:
+    values = yaml.safe_load(MONITORING.read_text())["metrics"]["prometheusRule"]
+    alerts = _alerts(render(helm, "--values", str(MONITORING)))
+    assert set(alerts) == {"LitemaasCacheRedisBreakerOpen", "LitemaasCacheWarmingFailing", "LitemaasCacheHitRateLow"}
+    for rule in alerts.values():
+        assert rule["labels"] == {"severity": "critical"}
+        assert rule["annotations"]["summary"]
+        assert rule["annotations"]["description"]
+        assert f'namespace="{NAMESPACE}"' in rule["expr"]
+    breaker = alerts["LitemaasCacheRedisBreakerOpen"]
+    assert breaker["for"] == values["breakerOpenFor"]
+    assert 'litemaas_cache_redis_breaker_state{state="open"' in breaker["expr"]
+    assert "{{ $labels.pod }}" in breaker["annotations"]["description"]  # Prometheus's template, not Helm's
+    warming = alerts["LitemaasCacheWarmingFailing"]
+    assert warming["expr"].count(f"[{values['warmFailureWindow']}]") == 2
+    assert f'job="{RELEASE}-metrics"' in warming["expr"]  # the operator's warms
+    hit_rate = alerts["LitemaasCacheHitRateLow"]
+    assert hit_rate["for"] == values["hitRateFor"]
+    assert f"< {values['hitRateThreshold']}" in hit_rate["expr"]
+    assert f"> {values['hitRateMinRequestsPerSecond']}" in hit_rate["expr"]
+    assert hit_rate["expr"].count(f"[{values['hitRateWindow']}]") == 3
+    assert f'job="{RELEASE}-api"' in hit_rate["expr"]
+
+    defaults = _alerts(render(helm, "--set", "metrics.prometheusRule.enabled=true"))
+    assert set(defaults) == {"LitemaasCacheRedisBreakerOpen", "LitemaasCacheWarmingFailing"}, "no API, no hit rate"
+    assert defaults["LitemaasCacheRedisBreakerOpen"]["for"] == "5m"
+
+
+def test_grafana_dashboard_config_map(helm: str) -> None:
+    docs = render(helm, "--values", str(MONITORING))
+    config_map = one(docs, "ConfigMap")
+    meta = config_map["metadata"]
+    assert meta["labels"]["grafana_dashboard"] == "1"
+    assert meta["annotations"] == {"grafana_folder": "LiteMaaS"}
+    assert meta["namespace"] == "monitoring"
+    (text,) = config_map["data"].values()
+    dashboard = json.loads(text)
+    assert text == (CHART / "files" / "dashboards" / "litemaas-cache.json").read_text().rstrip("\n")
+    assert dashboard["uid"] == "litemaas-cache"
+    assert all(target["expr"] for panel in dashboard["panels"] for target in panel["targets"])
+    default = one(render(helm, "--set", "metrics.grafanaDashboard.enabled=true"), "ConfigMap")["metadata"]
+    assert default["namespace"] == NAMESPACE
+    assert default["labels"]["grafana_dashboard"] == "1"
 
 
 # --- values documentation and schema -----------------------------------------------------------------------------

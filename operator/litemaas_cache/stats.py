@@ -2,24 +2,45 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .vocabulary import CounterName, TimingName
 
 if TYPE_CHECKING:
     from .redis_tier import RedisTier
 
 
+class CountListener(Protocol):
+    """Told of every count and timing as it happens (metrics.py turns them into Prometheus series)."""
+
+    def counted(self, name: CounterName, amount: int) -> None: ...
+
+    def timed(self, name: TimingName, seconds: float) -> None: ...
+
+
 class Counters:
-    """Named counters: kept in this process, and added to Redis's shared hash (buffered) when Redis is in use."""
+    """Named counters: kept in this process, and added to Redis's shared hash (buffered) when Redis is in use.
+    Listeners hear of each count, and of timings, which are this process's own and never go to Redis."""
 
     def __init__(self, redis: RedisTier) -> None:
         self._redis = redis
         self.local: dict[str, int] = {}
+        self._listeners: list[CountListener] = []
 
-    def add(self, name: str, amount: int = 1) -> None:
+    def listen(self, listener: CountListener) -> None:
+        self._listeners.append(listener)
+
+    def add(self, name: CounterName, amount: int = 1) -> None:
         if amount <= 0:
             return
         self.local[name] = self.local.get(name, 0) + amount
         self._redis.count(name, amount)
+        for listener in self._listeners:
+            listener.counted(name, amount)
+
+    def timed(self, name: TimingName, seconds: float) -> None:
+        for listener in self._listeners:
+            listener.timed(name, seconds)
 
 
 def _rate(hits: int, misses: int) -> float | None:
