@@ -1,4 +1,6 @@
-"""The CRDs (crds/*.yaml) and their pydantic mirrors (litemaas_cache.controller.specs) must not drift apart.
+"""The CRDs (crds/*.yaml, generated from litemaas_cache.controller.specs and .resources by `make generate`) and the
+models: an independent walk over both checks that every constraint of a model reached its CRD, and the models
+re-check the CEL rules with the CRDs' messages.
 
 Pure Python: no cluster. The API server's own acceptance of the CRDs and their CEL rules is an e2e concern.
 """
