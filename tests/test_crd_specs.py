@@ -15,6 +15,7 @@ import pytest
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from litemaas_cache.controller.crdgen import STRUCTURAL_KEYWORDS
 from litemaas_cache.controller.specs import (
     CacheInvalidationSpec,
     CacheWarmPolicySpec,
@@ -35,20 +36,10 @@ SPEC_MODELS: dict[str, type[BaseModel]] = {
 }
 CRD_FILES = {"CacheWarmPolicy": "cachewarmpolicies.yaml", "CacheInvalidation": "cacheinvalidations.yaml"}
 
-# JSON-schema keywords whose values must agree between a CRD and its model.
-COMPARED_KEYWORDS = (
-    "type",
-    "enum",
-    "default",
-    "minimum",
-    "maximum",
-    "exclusiveMinimum",
-    "exclusiveMaximum",
-    "minLength",
-    "maxLength",
-    "minItems",
-    "maxItems",
-    "pattern",
+# Every keyword the generator writes must agree between a CRD and its model (CEL rules and list types included), but
+# those the walk below compares its own way (or, for descriptions, not at all: the CRD's are joined into one line).
+COMPARED_KEYWORDS = tuple(
+    k for k in STRUCTURAL_KEYWORDS if k not in ("format", "description", "required", "items", "properties")
 )
 
 Schema = dict[str, Any]

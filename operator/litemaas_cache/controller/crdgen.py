@@ -18,8 +18,8 @@ from .resources import CATEGORY, GROUP, RESOURCES, VERSION, CustomResource
 
 Schema = dict[str, Any]
 
-# The keywords a structural schema may carry, in the order they are written.
-_ORDER = (
+# The keywords a structural schema of ours may carry, in the order they are written.
+STRUCTURAL_KEYWORDS = (
     "type",
     "format",
     "description",
@@ -112,10 +112,10 @@ def structural(node: Schema, defs: Schema, path: str = "") -> Schema:
         }
     if "items" in node:
         node["items"] = structural(node["items"], defs, f"{path}[]")
-    unknown = set(node) - set(_ORDER)
+    unknown = set(node) - set(STRUCTURAL_KEYWORDS)
     if unknown:
         raise NotStructural(f"{path or '<root>'}: {sorted(unknown)} cannot be written into a CRD")
-    return {key: node[key] for key in _ORDER if key in node}
+    return {key: node[key] for key in STRUCTURAL_KEYWORDS if key in node}
 
 
 def open_api_schema(resource: CustomResource) -> Schema:

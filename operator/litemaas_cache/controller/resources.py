@@ -147,7 +147,6 @@ class CustomResource:
 
     model: type[BaseModel]
     plural: str
-    singular: str
     short_name: str
     columns: tuple[PrinterColumn, ...]
 
@@ -155,14 +154,17 @@ class CustomResource:
     def kind(self) -> str:
         return self.model.__name__
 
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
 
 RESOURCES = (
     CustomResource(
         CacheWarmPolicy,
         WARM_POLICIES,
-        "cachewarmpolicy",
         "cwp",
-        (
+        columns=(
             PrinterColumn("Interval", "string", ".spec.interval", "How often the ranges are warmed."),
             PrinterColumn("Last Warm", "date", ".status.lastWarmTime", "When the last warm run finished."),
             PrinterColumn("Keys", "integer", ".status.keysWarmed", "Redis keys written by the last warm run."),
@@ -179,9 +181,8 @@ RESOURCES = (
     CustomResource(
         CacheInvalidation,
         INVALIDATIONS,
-        "cacheinvalidation",
         "cinv",
-        (
+        columns=(
             PrinterColumn("Start", "string", ".spec.startDate", "First day invalidated."),
             PrinterColumn("End", "string", ".spec.endDate", "Last day invalidated."),
             PrinterColumn("Phase", "string", ".status.phase", "Pending, Running, Succeeded or Failed."),
