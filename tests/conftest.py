@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 import pytest_asyncio
+from tools import generate
 
 from litemaas_cache.db import Database
 from litemaas_cache.manager import CacheManager
@@ -242,3 +243,19 @@ async def oracle(module_dsn: str) -> AsyncIterator[Oracle]:
 async def picks(oracle: Oracle) -> Picks:
     """Real ids of the seeded data for the filter scenarios."""
     return await pick_ids(oracle)
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    """The helm binary: HELM, the one tests/cluster/build.sh built, or PATH's (no cluster needed)."""
+    if os.environ.get("LITEMAAS_SKIP_K8S") == "1":
+        pytest.skip("LITEMAAS_SKIP_K8S=1")
+    found = generate.find_helm()
+    if found is not None and not os.access(found, os.X_OK):
+        pytest.fail(f"helm at {found} (from HELM or the build cache) is not an executable file")
+    if found is None:
+        pytest.fail(
+            "helm not found: set HELM=/path/to/helm, build it with `bash tests/cluster/build.sh` (it lands in "
+            "~/.cache/litemaas-cache-operator/bin/<tag>/helm), put it on PATH, or set LITEMAAS_SKIP_K8S=1 to skip"
+        )
+    return found

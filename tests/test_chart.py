@@ -1,5 +1,5 @@
-"""The Helm chart (charts/litemaas-cache-operator): lint, rendered objects, values documentation, the CRD copies and
-the plain manifests/ that mirror its default render.
+"""The Helm chart (charts/litemaas-cache-operator): lint, rendered objects, values documentation, and the plain
+manifests/ (rendered from it by `make generate`) that mirror its default render.
 
 Needs the helm binary (env HELM, else the one tests/cluster/build.sh builds, else PATH) but no cluster. Without helm
 these tests fail; LITEMAAS_SKIP_K8S=1 skips them.
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,13 +18,11 @@ from typing import Any
 
 import pytest
 import yaml
+from tools import generate
+from tools.generate import CHART, MANIFESTS, NAMESPACE, RELEASE
 
-ROOT = Path(__file__).resolve().parents[1]
-CHART = ROOT / "charts" / "litemaas-cache-operator"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
-MANIFESTS = ROOT / "manifests"
 SNAPSHOT = Path(__file__).parent / "chart_snapshots" / "default.yaml"
-RELEASE, NAMESPACE = "litemaas-cache-operator", "litemaas-cache"
 
 API_CREDENTIALS = ("API_TOKEN", "JWT_SECRET", "ADMIN_API_KEYS")
 SECRET_ENV = {"DATABASE_URL", "LITELLM_DATABASE_URL", "REDIS_URL", "REDIS_PASSWORD", *API_CREDENTIALS}
@@ -37,35 +34,8 @@ HELM_ONLY_LABELS = {"helm.sh/chart", "app.kubernetes.io/managed-by"}
 Doc = dict[str, Any]
 
 
-def _find_helm() -> str | None:
-    if os.environ.get("HELM"):
-        return os.environ["HELM"]
-    cache = Path(os.environ.get("LITEMAAS_CACHE_DIR", Path.home() / ".cache" / "litemaas-cache-operator"))
-    built = [p for p in (cache / "bin").glob("*/helm") if (p.parent / ".complete").exists() and os.access(p, os.X_OK)]
-    if built:
-        return str(max(built, key=lambda p: p.stat().st_mtime))
-    return shutil.which("helm")
-
-
-@pytest.fixture(scope="session")
-def helm() -> str:
-    if os.environ.get("LITEMAAS_SKIP_K8S") == "1":
-        pytest.skip("LITEMAAS_SKIP_K8S=1")
-    found = _find_helm()
-    if found is not None and not os.access(found, os.X_OK):
-        pytest.fail(f"helm at {found} (from HELM or the build cache) is not an executable file")
-    if found is None:
-        pytest.fail(
-            "helm not found: set HELM=/path/to/helm, build it with `bash tests/cluster/build.sh` (it lands in "
-            "~/.cache/litemaas-cache-operator/bin/<tag>/helm), put it on PATH, or set LITEMAAS_SKIP_K8S=1 to skip"
-        )
-    return found
-
-
 def run_helm(helm: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    # An empty KUBECONFIG and HOME-independent caches: rendering must never depend on, or touch, a cluster.
-    env = {**os.environ, "KUBECONFIG": os.devnull, "HELM_CACHE_HOME": "/tmp/helm-test-cache"}
-    result = subprocess.run([helm, *args], capture_output=True, text=True, timeout=120, env=env, check=False)
+    result = generate.run_helm(helm, *args)
     if check and result.returncode != 0:
         pytest.fail(f"helm {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
@@ -212,7 +182,7 @@ def test_default_render_matches_snapshot(helm: str) -> None:
     assert SNAPSHOT.exists(), f"{SNAPSHOT} is missing; create it with UPDATE_CHART_SNAPSHOTS=1"
     assert text == SNAPSHOT.read_text(), (
         "the default render changed; review `helm template` and refresh with UPDATE_CHART_SNAPSHOTS=1 "
-        "(and keep manifests/ in step)"
+        "(and run `make generate`)"
     )
 
 
@@ -633,25 +603,7 @@ def test_every_value_is_documented_with_an_example() -> None:
     assert not problems, "\n".join(problems)
 
 
-# --- CRD copies and plain manifests ------------------------------------------------------------------------------
-
-
-def test_chart_crds_are_a_copy_of_crds() -> None:
-    source = sorted(p.name for p in (ROOT / "crds").glob("*.yaml"))
-    copy = sorted(p.name for p in (CHART / "files" / "crds").glob("*.yaml"))
-    assert source == copy, f"charts/.../files/crds has {copy}, crds/ has {source}"
-    for name in source:
-        assert (CHART / "files" / "crds" / name).read_text() == (ROOT / "crds" / name).read_text(), (
-            f"charts/litemaas-cache-operator/files/crds/{name} differs from crds/{name}; copy crds/ over it"
-        )
-
-
-def test_manifest_crds_are_copies() -> None:
-    for path in (ROOT / "crds").glob("*.yaml"):
-        assert (MANIFESTS / "crds" / path.name).read_text() == path.read_text(), f"manifests/crds/{path.name} differs"
-    peering_chart = [yaml.safe_load(p.read_text()) for p in sorted((CHART / "files" / "peering").glob("*.yaml"))]
-    peering_manifests = [d for d in yaml.safe_load_all((MANIFESTS / "crds" / "kopf-peerings.yaml").read_text()) if d]
-    assert peering_manifests == peering_chart
+# --- plain manifests (tests/test_generated.py: they are what `make generate` renders) -----------------------------
 
 
 def _normalise(doc: Doc) -> Doc:
@@ -678,6 +630,12 @@ def test_manifests_mirror_the_default_render(helm: str) -> None:
         for doc in yaml.safe_load_all((MANIFESTS / path).read_text()):
             if doc:
                 manifests[(doc["kind"], doc["metadata"]["name"])] = doc
+    for (kind, name), doc in manifests.items():
+        meta = doc["metadata"]
+        helm_only = HELM_ONLY_LABELS & set(meta.get("labels", {})) | {
+            a for a in meta.get("annotations", {}) if "helm.sh" in a
+        }
+        assert not helm_only, f"manifests: {kind} {name} carries Helm-only metadata {sorted(helm_only)}"
     rendered = {(doc["kind"], doc["metadata"]["name"]): doc for doc in render(helm)}
     namespace = manifests.pop(("Namespace", NAMESPACE))
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"

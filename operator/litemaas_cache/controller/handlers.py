@@ -29,10 +29,8 @@ from .invalidation import (
     running_status,
     ttl_expiry,
 )
+from .resources import GROUP, INVALIDATIONS, VERSION, WARM_POLICIES
 from .warming import WarmFailed, reconcile_policy
-
-GROUP, VERSION = "cache.litemaas.io", "v1alpha1"
-WARM_POLICIES, INVALIDATIONS = "cachewarmpolicies", "cacheinvalidations"
 
 # How often each policy is checked for being due. Its own spec.interval (>= 1m) decides when it warms;
 # the tick only bounds how late a due warm (or a spec change) is picked up. A constant, not a setting:
