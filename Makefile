@@ -19,8 +19,8 @@ services:
 	bash scripts/services.sh up
 
 lint: venv
-	$(BIN)/ruff check operator tests bench tools
-	$(BIN)/ruff format --check operator tests bench tools
+	$(BIN)/ruff check operator tests bench scripts
+	$(BIN)/ruff format --check operator tests bench scripts
 
 typecheck: venv
 	$(BIN)/mypy
@@ -51,7 +51,7 @@ bench-full: venv services
 # pydantic models, manifests/ from the chart. Needs helm (HELM, or `bash tests/cluster/build.sh`). Idempotent: on a
 # clean tree it leaves no diff; tests/test_generated.py fails when a file drifts.
 generate: venv
-	PYTHONPATH=$(CURDIR)/operator:$(CURDIR) $(BIN)/python -m tools.generate
+	PYTHONPATH=$(CURDIR)/operator:$(CURDIR) $(BIN)/python -m scripts.generate
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

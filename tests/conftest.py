@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 import pytest_asyncio
-from tools import generate
+from scripts import generate
 
 from litemaas_cache.db import Database
 from litemaas_cache.manager import CacheManager

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 import yaml
-from tools import generate
-from tools.generate import CHART, MANIFESTS, NAMESPACE, RELEASE
+from scripts import generate
+from scripts.generate import CHART, MANIFESTS, NAMESPACE, RELEASE
 
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 SNAPSHOT = Path(__file__).parent / "chart_snapshots" / "default.yaml"

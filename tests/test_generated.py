@@ -1,7 +1,7 @@
 """`make generate`: every generated file is what its one source generates today, and the generator is exact.
 
 The CRDs (crds/, manifests/crds/, the chart's files/crds/) come from the pydantic models, manifests/ from the chart
-(tools/generate.py). A failure here means a model, the chart or a generated file was edited without
+(scripts/generate.py). A failure here means a model, the chart or a generated file was edited without
 `make generate`. The API server's acceptance of the generated CRDs is tested in tests/k8s (fixture `crds`).
 """
 
@@ -14,8 +14,8 @@ from typing import Annotated, Any
 import pytest
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from tools import generate
-from tools.generate import CRD_DIRS, ROOT
+from scripts import generate
+from scripts.generate import CRD_DIRS, ROOT
 
 from litemaas_cache.controller.crdgen import NotStructural, crd, crd_files, structural
 from litemaas_cache.controller.invalidation import failed_status, running_status

@@ -6,7 +6,7 @@
 - manifests/<template>.yaml and manifests/kustomization.yaml: the chart's default render as plain manifests
   (`helm template` with manifests/chart-values.yaml).
 
-`python -m tools.generate --check` writes nothing and exits 1 listing the files that differ; tests/test_generated.py
+`python -m scripts.generate --check` writes nothing and exits 1 listing the files that differ; tests/test_generated.py
 makes the same comparison in memory.
 """
 
@@ -99,7 +99,7 @@ def rendered_manifests(helm: str) -> dict[Path, str]:
 def _kustomization(resources: list[str]) -> str:
     listed = "".join(f"  - {path}\n" for path in resources)
     return (
-        _header("tools/generate.py, listing the files of manifests/.")
+        _header("scripts/generate.py, listing the files of manifests/.")
         + "# Plain manifests equivalent to the Helm chart's default values: `kubectl apply -k manifests/`.\n"
         "# First create the Secret (see secret.example.yaml; it is deliberately not listed here).\n"
         "# On a fresh cluster the ClusterKopfPeering (peering.yaml) needs its CRD to be established first:\n"
@@ -132,7 +132,7 @@ def stale_files(expected: dict[Path, str]) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.generate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m scripts.generate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when a generated file differs")
     args = parser.parse_args(argv)
     helm = find_helm()

@@ -1,1 +1,0 @@
-"""Developer tools of the repository (not shipped in the image): `make generate`."""
