@@ -11,7 +11,7 @@ import datetime as dt
 import re
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from ..dates import MAX_LONG_RANGE_DAYS, PRESETS, DateRange, check_day, utc_today
@@ -27,6 +27,16 @@ MIN_INTERVAL = dt.timedelta(minutes=1)
 # A finished CacheInvalidation is kept at most a year (and a day) before its ttl deletes it.
 MAX_TTL_SECONDS_AFTER_FINISHED = 366 * 86400
 
+
+def _within_the_window(value: dt.date) -> dt.date:
+    """The CRDs' `is outside 2000-01-01..2099-12-31` rule on each date field."""
+    try:
+        return check_day(value, "date")
+    except InvalidRequest as exc:
+        raise ValueError(exc.message) from None
+
+
+WindowDay = Annotated[dt.date, AfterValidator(_within_the_window)]
 FilterId = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=FILTER_ID_PATTERN)]
 FilterIds = Annotated[list[FilterId], Field(default_factory=list, max_length=1000)]
 
@@ -55,8 +65,8 @@ class WarmRange(_Spec):
     """One date range to warm: either a preset or an explicit start/end pair (UTC, inclusive)."""
 
     preset: Preset | None = None
-    start: dt.date | None = None
-    end: dt.date | None = None
+    start: WindowDay | None = None
+    end: WindowDay | None = None
 
     @model_validator(mode="after")
     def _preset_xor_dates(self) -> Self:
@@ -117,19 +127,11 @@ class CacheWarmPolicySpec(_Spec):
 class CacheInvalidationSpec(_Spec):
     """A one-shot purge of the days startDate..endDate (UTC, inclusive) from some cache tiers. Immutable."""
 
-    start_date: dt.date
-    end_date: dt.date
+    start_date: WindowDay
+    end_date: WindowDay
     tiers: list[Tier] = Field(default=["redis", "postgres"], min_length=1, max_length=2)
     rewarm: bool = False
     ttl_seconds_after_finished: int | None = Field(default=None, ge=0, le=MAX_TTL_SECONDS_AFTER_FINISHED)
-
-    @field_validator("start_date", "end_date")
-    @classmethod
-    def _within_the_window(cls, value: dt.date) -> dt.date:
-        try:
-            return check_day(value, "date")
-        except InvalidRequest as exc:
-            raise ValueError(exc.message) from None
 
     @field_validator("tiers")
     @classmethod
