@@ -376,6 +376,7 @@ async def test_date_errors_as_litemaas_sends_them(api: Api) -> None:
     too_large = await api.error("POST", f"{ADMIN}/by-model", 400, "DATE_RANGE_TOO_LARGE", json=year)
     assert too_large["error"] == "Date range too large. Maximum allowed is 90 days, requested 365 days."
     assert too_large["details"] == {
+        "field": "endDate",
         "requestedDays": 365,
         "maxAllowedDays": 90,
         "suggestion": "Break your request into 5 smaller date ranges",
@@ -390,6 +391,7 @@ async def test_date_errors_as_litemaas_sends_them(api: Api) -> None:
     order = await api.error("POST", f"{ADMIN}/analytics", 400, "INVALID_DATE_ORDER", json=backwards)
     assert order["details"]["suggestedRanges"] == [{"startDate": "2025-02-01", "endDate": "2025-02-10"}]
     assert "requestedDays" not in order["details"]
+    assert order["details"]["field"] == "startDate"
     for bad, field in (
         ({**RANGE, "startDate": "2024-02-30"}, "startDate"),
         ({**RANGE, "endDate": 20240101}, "endDate"),

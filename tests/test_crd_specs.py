@@ -258,6 +258,16 @@ CEL_CASES = [
     ("CacheInvalidation", {"startDate": "2024-01-01", "endDate": "2025-01-01"}, "covers at most 366 days"),
     ("CacheInvalidation", {"startDate": "1999-12-31", "endDate": "2000-01-02"}, "is outside 2000-01-01..2099-12-31"),
     ("CacheInvalidation", {"startDate": "2099-12-30", "endDate": "2100-01-01"}, "is outside 2000-01-01..2099-12-31"),
+    (
+        "CacheWarmPolicy",
+        {"ranges": [{"start": "0001-01-01", "end": "0001-01-03"}]},
+        "is outside 2000-01-01..2099-12-31",
+    ),
+    (
+        "CacheWarmPolicy",
+        {"ranges": [{"start": "2099-12-30", "end": "2100-01-01"}]},
+        "is outside 2000-01-01..2099-12-31",
+    ),
 ]
 
 

@@ -32,6 +32,8 @@ from .vocabulary import (
 TOP_MODELS = 10
 TOP_USERS = 5
 MAX_PAGE_LIMIT = 200
+# Far beyond any breakdown's last page (a row per user, model or provider), and small enough for a JSON integer.
+MAX_PAGE_NUMBER = 1_000_000
 DEFAULT_PAGE_LIMIT = 50
 DEFAULT_SORT = "totalTokens"
 
@@ -376,8 +378,8 @@ class Page:
     descending: bool = True
 
     def __post_init__(self) -> None:
-        if self.number < 1:
-            raise InvalidRequest("page", f"{self.number} is not a page number (1 or more)")
+        if not 1 <= self.number <= MAX_PAGE_NUMBER:
+            raise InvalidRequest("page", f"{str(self.number)[:20]} is not a page number (1..{MAX_PAGE_NUMBER})")
         if not 1 <= self.limit <= MAX_PAGE_LIMIT:
             raise InvalidRequest("limit", f"{self.limit} is outside 1..{MAX_PAGE_LIMIT}")
 

@@ -368,7 +368,7 @@ def operator(
 @app.command()
 def api(
     host: Annotated[str, typer.Option(envvar="API_HOST")] = "0.0.0.0",
-    port: Annotated[int, typer.Option(envvar="API_PORT")] = 8000,
+    port: Annotated[int, typer.Option(envvar="API_PORT", min=1, max=65535)] = 8000,
 ) -> None:
     """Serve the HTTP analytics API (LiteMaaS JWTs, admin API keys or the service token; rate-limited)."""
     from .webapi import serve

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -15,6 +16,8 @@ EARLIEST_DAY = dt.date(2000, 1, 1)
 LATEST_DAY = dt.date(2099, 12, 31)
 # The longest range one invalidation, rebuild or filter-options request may cover (LiteMaaS exports up to 365 days).
 MAX_LONG_RANGE_DAYS = 366
+# A day is written YYYY-MM-DD and nothing else: date.fromisoformat alone also takes 20250101 and 2025-W02-2.
+ISO_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 def utc_now() -> dt.datetime:
@@ -27,10 +30,13 @@ def utc_today() -> dt.date:
 
 def parse_date(value: str, field: str) -> dt.date:
     """Parse an ISO date (YYYY-MM-DD) within EARLIEST_DAY..LATEST_DAY; the error names the field."""
+    text = value.strip() if isinstance(value, str) else ""
     try:
-        day = dt.date.fromisoformat(value.strip())
-    except (ValueError, AttributeError):
-        raise InvalidRequest(field, f"{value!r} is not an ISO date (YYYY-MM-DD)") from None
+        if not ISO_DAY.match(text):
+            raise ValueError(text)
+        day = dt.date.fromisoformat(text)
+    except ValueError:
+        raise InvalidRequest(field, f"{str(value)[:40]!r} is not an ISO date (YYYY-MM-DD)") from None
     return check_day(day, field)
 
 

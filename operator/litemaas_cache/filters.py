@@ -11,7 +11,7 @@ import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
-from .dates import DateRange, check_day
+from .dates import DateRange, check_day, parse_date
 from .errors import InvalidRequest
 from .vocabulary import UNKNOWN_USER_ID, UNMAPPED_USER_ID
 
@@ -94,6 +94,10 @@ def build_query(
     for name, values in lists.items():
         if len(values) > max_ids:
             raise InvalidRequest(name, f"{len(values)} ids given, at most {max_ids} allowed")
+    if isinstance(start, str):
+        start = parse_date(start, "startDate")
+    if isinstance(end, str):
+        end = parse_date(end, "endDate")
     try:
         query = AnalyticsQuery.model_validate(
             {"startDate": start, "endDate": end, "filters": lists},

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from typing import Annotated
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import psycopg
 from pydantic import (
@@ -26,6 +27,7 @@ from .vocabulary import ServiceScope
 PositiveSeconds = Annotated[int, Field(gt=0)]
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_REDIS_DB_PATH = re.compile(r"^(/[0-9]*)?$")
 MIN_JWT_SECRET_CHARS = 32
 MIN_ADMIN_KEY_CHARS = 16
 
@@ -33,7 +35,8 @@ MIN_ADMIN_KEY_CHARS = 16
 class Settings(BaseSettings):
     """Every setting of the cache, the API and the operator, one field per environment variable."""
 
-    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+    # No setting means anything as inf or nan (an infinite lock or timeout overflows where it is used).
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, allow_inf_nan=False)
 
     database_url: SecretStr = Field(
         validation_alias="DATABASE_URL",
@@ -279,12 +282,15 @@ class Settings(BaseSettings):
         try:
             # Parsed now, so that a malformed one fails here, naming the variable, and not later in a connection
             # attempt whose error quotes the piece libpq choked on (a piece of the password, often).
-            psycopg.conninfo.conninfo_to_dict(text)
+            params = psycopg.conninfo.conninfo_to_dict(text)
         except psycopg.Error:
             raise ValueError(
                 "is not a valid PostgreSQL connection string: quote a key=value value holding spaces ('...'), "
                 "percent-encode special characters in a URL"
             ) from None
+        # libpq takes any port text here and fails only on connecting, after the pool's retries, naming no variable.
+        if not all(_is_port(port) for port in str(params.get("port", "5432")).split(",")):
+            raise ValueError("names a port that is not a number in 1..65535")
         return value
 
     @field_validator("redis_url")
@@ -301,6 +307,9 @@ class Settings(BaseSettings):
             raise ValueError(
                 "is not a valid Redis URL: percent-encode special characters (: @ / ? #) in the password"
             ) from None
+        # redis-py ignores a database path that is not a number, and so would use database 0.
+        if text.startswith(("redis://", "rediss://")) and not _REDIS_DB_PATH.match(urlsplit(text).path):
+            raise ValueError("names a database that is not a number (redis://host:6379/0)")
         return value
 
     @model_validator(mode="after")
@@ -337,6 +346,10 @@ class Settings(BaseSettings):
     def admin_keys(self) -> tuple[str, ...]:
         """The keys of ADMIN_API_KEYS (none when it is not set)."""
         return () if self.admin_api_keys is None else _split_keys(self.admin_api_keys.get_secret_value())
+
+
+def _is_port(text: str) -> bool:
+    return text.isdigit() and 1 <= int(text) <= 65535
 
 
 def _split_keys(text: str) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ import datetime as dt
 import re
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from ..dates import EARLIEST_DAY, LATEST_DAY, MAX_LONG_RANGE_DAYS, PRESETS, DateRange, check_day, utc_today
@@ -57,9 +57,39 @@ def parse_interval(text: str) -> dt.timedelta:
 MIN_INTERVAL = parse_interval(MIN_INTERVAL_TEXT)
 
 
-def cel_rules(*rules: tuple[str, str]) -> dict[str, Any]:
-    """json_schema_extra carrying CEL validation rules, as (rule, message) pairs, into the CRD."""
-    return {"x-kubernetes-validations": [{"rule": rule, "message": message} for rule, message in rules]}
+def cel_rules(*rules: tuple[str, str] | tuple[str, str, str]) -> dict[str, Any]:
+    """json_schema_extra carrying CEL validation rules, as (rule, message) or (rule, message, fieldPath), into the
+    CRD (fieldPath: the field an error names, as kubectl shows it)."""
+    return {
+        "x-kubernetes-validations": [
+            {"rule": rule[0], "message": rule[1], **({"fieldPath": rule[2]} if len(rule) == 3 else {})}
+            for rule in rules
+        ]
+    }
+
+
+def _cel_day(day: dt.date) -> str:
+    return f"timestamp('{day.isoformat()}T00:00:00Z')"
+
+
+def _within_the_window(value: dt.date) -> dt.date:
+    """The CRDs' `is outside 2000-01-01..2099-12-31` rule on each date field."""
+    try:
+        return check_day(value, "date")
+    except InvalidRequest as exc:
+        raise ValueError(exc.message) from None
+
+
+WindowDay = Annotated[
+    dt.date,
+    AfterValidator(_within_the_window),
+    Field(
+        json_schema_extra=cel_rules(
+            (f"self >= {_cel_day(EARLIEST_DAY)} && self <= {_cel_day(LATEST_DAY)}", OUTSIDE_THE_WINDOW)
+        )
+    ),
+]
+"""A date of a spec: checked against the 2000-01-01..2099-12-31 window, by the API server on the field itself."""
 
 
 class CrdModel(BaseModel):
@@ -86,9 +116,9 @@ class WarmRange(CrdModel):
 
     preset: Preset | None = None
     """A range relative to the current UTC day."""
-    start: dt.date | None = None
+    start: WindowDay | None = None
     """First day of the range (YYYY-MM-DD, UTC, inclusive). Needs end; excludes preset."""
-    end: dt.date | None = None
+    end: WindowDay | None = None
     """Last day of the range (YYYY-MM-DD, UTC, inclusive). Needs start; excludes preset."""
 
     @model_validator(mode="after")
@@ -173,10 +203,6 @@ class CacheWarmPolicySpec(CrdModel):
         return parse_interval(self.interval)
 
 
-def _cel_day(day: dt.date) -> str:
-    return f"timestamp('{day.isoformat()}T00:00:00Z')"
-
-
 class CacheInvalidationSpec(CrdModel):
     """The days to invalidate and where. Immutable."""
 
@@ -184,17 +210,17 @@ class CacheInvalidationSpec(CrdModel):
         json_schema_extra=cel_rules(
             ("self == oldSelf", "spec is immutable; create a new CacheInvalidation"),
             ("self.startDate <= self.endDate", END_DATE_BEFORE_START_DATE),
-            (f"self.endDate - self.startDate <= duration('{(MAX_LONG_RANGE_DAYS - 1) * 24}h')", INVALIDATION_TOO_LONG),
             (
-                f"self.startDate >= {_cel_day(EARLIEST_DAY)} && self.endDate <= {_cel_day(LATEST_DAY)}",
-                OUTSIDE_THE_WINDOW,
+                f"self.endDate - self.startDate <= duration('{(MAX_LONG_RANGE_DAYS - 1) * 24}h')",
+                INVALIDATION_TOO_LONG,
+                ".endDate",
             ),
         )
     )
 
-    start_date: dt.date
+    start_date: WindowDay
     """First day to invalidate (YYYY-MM-DD, UTC, inclusive)."""
-    end_date: dt.date
+    end_date: WindowDay
     """Last day to invalidate (YYYY-MM-DD, UTC, inclusive). At most 366 days in all."""
     tiers: list[Tier] = Field(
         default=["redis", "postgres"], min_length=1, max_length=2, json_schema_extra={"x-kubernetes-list-type": "set"}
@@ -204,14 +230,6 @@ class CacheInvalidationSpec(CrdModel):
     """After purging, recompute the days from LiteLLM's data into the purged tiers."""
     ttl_seconds_after_finished: int | None = Field(default=None, ge=0, le=MAX_TTL_SECONDS_AFTER_FINISHED)
     """Delete this object that many seconds after it succeeded or failed (at most 366 days); unset keeps it."""
-
-    @field_validator("start_date", "end_date")
-    @classmethod
-    def _within_the_window(cls, value: dt.date) -> dt.date:
-        try:
-            return check_day(value, "date")
-        except InvalidRequest as exc:
-            raise ValueError(exc.message) from None
 
     @field_validator("tiers")
     @classmethod

@@ -51,9 +51,11 @@ def parse_policy(spec: dict[str, Any]) -> CacheWarmPolicySpec:
 
 def resolve_ranges(policy: CacheWarmPolicySpec, max_days: int, today: dt.date) -> list[DateRange]:
     ranges = [r.resolve(today) for r in policy.ranges]
-    for days in ranges:
+    for position, days in enumerate(ranges):
         if days.days > max_days:
-            raise SpecCannotRun(f"range {days} spans {days.days} days; the analytics maximum is {max_days}")
+            raise SpecCannotRun(
+                f"spec.ranges[{position}]: {days} spans {days.days} days; the analytics maximum is {max_days}"
+            )
     return ranges
 
 

@@ -9,23 +9,21 @@ extra fields, so a test that validates an answer against the generated schema ca
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel, create_model
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, RootModel, create_model
 
-from ..analytics import DEFAULT_PAGE_LIMIT, DEFAULT_SORT, MAX_PAGE_LIMIT, SORT_FIELDS
+from ..analytics import DEFAULT_PAGE_LIMIT, DEFAULT_SORT, MAX_PAGE_LIMIT, MAX_PAGE_NUMBER, SORT_FIELDS
+from ..dates import ISO_DAY
 from ..filters import ID_PATTERN
 from ..vocabulary import Dimension, InvalidationTier
-
-_ISO_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 def _iso_day_text(value: Any) -> Any:
     """Only YYYY-MM-DD text is a date here (pydantic alone would also take timestamps and datetimes)."""
     if isinstance(value, dt.date):
         return value
-    if not isinstance(value, str) or not _ISO_DAY.match(value):
+    if not isinstance(value, str) or not ISO_DAY.match(value):
         raise ValueError("must be a date as YYYY-MM-DD")
     return value
 
@@ -72,10 +70,18 @@ class RebuildCacheRequest(Request):
     endDate: IsoDate | None = None
 
 
+def _distinct(values: list[Any]) -> list[Any]:
+    if len(set(values)) != len(values):
+        raise ValueError("must not repeat a value")
+    return values
+
+
 class InvalidateRequest(Request):
     startDate: IsoDate
     endDate: IsoDate
-    tiers: list[InvalidationTier] = Field(default=["redis", "postgres"], min_length=1)
+    tiers: Annotated[list[InvalidationTier], AfterValidator(_distinct)] = Field(
+        default=["redis", "postgres"], min_length=1, max_length=2
+    )
 
 
 def _pagination_query(dimension: Dimension) -> type[Request]:
@@ -84,7 +90,7 @@ def _pagination_query(dimension: Dimension) -> type[Request]:
     model: type[Request] = create_model(
         f"{dimension.capitalize()}BreakdownQuery",
         __base__=Request,
-        page=(int, Field(default=1, ge=1)),
+        page=(int, Field(default=1, ge=1, le=MAX_PAGE_NUMBER)),
         limit=(int, Field(default=DEFAULT_PAGE_LIMIT, ge=1, le=MAX_PAGE_LIMIT)),
         sortBy=(sort_by, Field(default=DEFAULT_SORT)),
         sortOrder=(SortOrder, Field(default="desc")),
@@ -281,7 +287,7 @@ class ProviderBreakdown(Response):
 
 
 class Pagination(Response):
-    page: int = Field(ge=1)
+    page: int = Field(ge=1, le=MAX_PAGE_NUMBER)
     limit: int = Field(ge=1, le=MAX_PAGE_LIMIT)
     total: Count
     totalPages: Count

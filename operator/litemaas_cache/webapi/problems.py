@@ -53,13 +53,15 @@ def _ranges(parts: list[DateRange]) -> list[dict[str, str]]:
 
 
 def range_too_large(exc: DateRangeTooLarge) -> ApiError:
-    """LiteMaaS's DATE_RANGE_TOO_LARGE, with the range cut into allowed pieces (the first four)."""
+    """LiteMaaS's DATE_RANGE_TOO_LARGE (its message, word for word), with the field it blames and the range cut into
+    allowed pieces (the first four)."""
     parts = DateRange(exc.start, exc.end).split(exc.max_days)
     return ApiError(
         400,
         "DATE_RANGE_TOO_LARGE",
         f"Date range too large. Maximum allowed is {exc.max_days} days, requested {exc.requested_days} days.",
         {
+            "field": exc.field,
             "requestedDays": exc.requested_days,
             "maxAllowedDays": exc.max_days,
             "suggestion": f"Break your request into {len(parts)} smaller date ranges",
@@ -69,13 +71,15 @@ def range_too_large(exc: DateRangeTooLarge) -> ApiError:
 
 
 def date_order(exc: DateOrderInvalid, max_days: int) -> ApiError:
-    """LiteMaaS's INVALID_DATE_ORDER; the suggested ranges are the range the caller probably meant (swapped)."""
+    """LiteMaaS's INVALID_DATE_ORDER (its message, word for word), with the field it blames; the suggested ranges are
+    the range the caller probably meant (swapped)."""
     swapped = DateRange(exc.end, exc.start).split(max_days)
     return ApiError(
         400,
         "INVALID_DATE_ORDER",
         "Start date must be before or equal to end date.",
         {
+            "field": exc.field,
             "maxAllowedDays": max_days,
             "suggestion": "Swap startDate and endDate",
             "suggestedRanges": _ranges(swapped),

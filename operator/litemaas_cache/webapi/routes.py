@@ -6,6 +6,7 @@ each route requires) all read it. Handlers stay thin: parse through models.py, c
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -68,15 +69,31 @@ def _answer(answer: Answer) -> web.Response:
 
 
 async def _body(request: web.Request, model: type[M]) -> M:
-    """The JSON body through its model; an empty body is an empty object."""
-    raw = await request.read()
+    """The JSON body through its model; an empty body is an empty object. A property given twice is refused: which
+    of the two counts differs between parsers (a proxy and us could read different dates)."""
+    raw = await request.read() or b"{}"
     try:
-        return model.model_validate_json(raw or b"{}")
+        parsed = model.model_validate_json(raw)
     except ValidationError as exc:
         raise schema_error(exc) from None
+    json.loads(raw, object_pairs_hook=_unique_keys)
+    return parsed
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise InvalidRequest(key[:80], "is given more than once in the JSON body")
+        obj[key] = value
+    return obj
 
 
 def _query(request: web.Request, model: type[M]) -> M:
+    """The query string through its model; a parameter of the model given twice is refused (which one counts?)."""
+    for name in model.model_fields:
+        if len(request.query.getall(name, [])) > 1:
+            raise InvalidRequest(name, "is given more than once in the query string")
     try:
         return model.model_validate(dict(request.query))
     except ValidationError as exc:
