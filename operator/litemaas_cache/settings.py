@@ -13,6 +13,7 @@ from pydantic import (
     PositiveInt,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -21,11 +22,12 @@ from redis.connection import parse_url
 
 from .errors import ConfigurationError
 from .redaction import Redactor
+from .redis_tier.connection import SENTINEL_SCHEMES, SentinelUrlError, is_sentinel_url, parse_sentinel_url
 from .vocabulary import ServiceScope
 
 PositiveSeconds = Annotated[int, Field(gt=0)]
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", *SENTINEL_SCHEMES)
 MIN_JWT_SECRET_CHARS = 32
 MIN_ADMIN_KEY_CHARS = 16
 
@@ -78,7 +80,11 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = Field(
         default=None,
         validation_alias="REDIS_URL",
-        description="redis://, rediss:// (TLS) URL; overrides REDIS_HOST/PORT/PASSWORD/DB.",
+        description=(
+            "redis://, rediss:// (TLS) URL, or redis+sentinel://[:password@]host:26379[,host:port...]/master[/db] "
+            "(rediss+sentinel:// for TLS; ?sentinel_password= for sentinels that require AUTH); "
+            "overrides REDIS_HOST/PORT/PASSWORD/DB."
+        ),
     )
     redis_host: str = Field(default="127.0.0.1", validation_alias="REDIS_HOST")
     redis_port: int = Field(default=6379, ge=1, le=65535, validation_alias="REDIS_PORT")
@@ -285,14 +291,28 @@ class Settings(BaseSettings):
         if value is None:
             return value
         text = value.get_secret_value().strip()
-        if not text.startswith(REDIS_SCHEMES):
+        if not text.lower().startswith(REDIS_SCHEMES):
             raise ValueError(f"must start with one of {', '.join(REDIS_SCHEMES)}")
+        if is_sentinel_url(text):
+            try:
+                parse_sentinel_url(text)
+            except SentinelUrlError as exc:
+                raise ValueError(f"is not a valid Redis Sentinel URL: it {exc}") from None
+            return value
         try:
             parse_url(text)  # type: ignore[no-untyped-call]  # redis-py's own parser; its errors quote the URL
         except ValueError:
             raise ValueError(
                 "is not a valid Redis URL: percent-encode special characters (: @ / ? #) in the password"
             ) from None
+        return value
+
+    @field_validator("redis_cluster")
+    @classmethod
+    def _cluster_without_sentinel(cls, value: bool, info: ValidationInfo) -> bool:
+        url = info.data.get("redis_url")
+        if value and isinstance(url, SecretStr) and is_sentinel_url(url.get_secret_value()):
+            raise ValueError("cannot be combined with a redis+sentinel:// REDIS_URL (Sentinel serves one master)")
         return value
 
     @model_validator(mode="after")
