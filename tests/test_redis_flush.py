@@ -44,7 +44,8 @@ async def test_flushall_after_an_invalidation_never_serves_a_stale_answer(
         reader = await open_manager(fresh_dsn, redis_url=server.url)
         # Another process, part-way through a computation when the day is invalidated: it read the days before.
         slow = await open_manager(fresh_dsn, redis_url=server.url)
-        assert isinstance(reader.redis, RedisStore) and isinstance(slow.redis, RedisStore)
+        assert isinstance(reader.redis, RedisStore)
+        assert isinstance(slow.redis, RedisStore)
         old = await reader.analytics(query)
         assert (await reader.analytics(query)).tier == "redis"
         key = reader.keys.result("analytics", query.range, query.filters.fingerprint())

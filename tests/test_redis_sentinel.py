@@ -5,6 +5,7 @@ the SQL oracle), Redis hits resume on the new master, and a version raise the fa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,9 +18,12 @@ import pytest
 import pytest_asyncio
 
 from litemaas_cache.dates import DateRange, utc_today
+from litemaas_cache.errors import ConfigurationError
 from litemaas_cache.filters import AnalyticsQuery, build_query
 from litemaas_cache.manager import CacheManager
 from litemaas_cache.redis_tier import RedisStore
+from litemaas_cache.redis_tier.connection import parse_sentinel_url
+from litemaas_cache.settings import load_settings
 from tests.support.oracle import Filters, Oracle, open_oracle, sql_requests
 from tests.support.sentinel import SentinelSetup
 
@@ -64,6 +68,7 @@ class Figures:
     tiers: dict[str, int] = field(default_factory=dict)
     moved_at: float | None = None  # when the store noticed the new master
     resumed_at: float | None = None  # the first Redis hit after that
+    resumed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 async def _read_through(
@@ -95,6 +100,7 @@ async def _read_through(
             figures.moved_at = time.monotonic()
         if figures.moved_at is not None and figures.resumed_at is None and answer.tier == "redis":
             figures.resumed_at = time.monotonic()
+            figures.resumed.set()
         await asyncio.sleep(0.005)
 
 
@@ -128,9 +134,8 @@ async def test_reads_through_a_failover_give_no_error_and_no_wrong_answer(
             trigger = setup.failover if how == "sentinel-failover" else setup.kill_master
             new_master = await asyncio.to_thread(trigger)
             named = time.monotonic()
-            deadline = named + 30
-            while figures.resumed_at is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            with contextlib.suppress(TimeoutError):  # a failure to resume is asserted below, with the figures
+                await asyncio.wait_for(figures.resumed.wait(), 30)
             await asyncio.sleep(0.5)  # and some more reads on the new master
         finally:
             stop.set()
@@ -159,9 +164,9 @@ async def test_a_version_raise_the_failover_lost_is_repaired(
     tmp_path: Path, fresh_dsn: str, open_manager: OpenManager
 ) -> None:
     """The replica's link to the master is cut while a day is invalidated, so the master acknowledges the version
-    raise (and the purge) without passing them on; then the master dies and the replica is promoted with the old mirror and the old
-    result. A reader whose Redis calls never failed must not serve that result: the store re-syncs the mirror from
-    PostgreSQL as soon as it sees the new master."""
+    raise (and the purge) without passing them on; then the master dies and the replica is promoted with the old
+    mirror and the old result. A reader whose Redis calls never failed must not serve that result: the store
+    re-syncs the mirror from PostgreSQL as soon as it sees the new master."""
     today = utc_today()
     days = DateRange(today - dt.timedelta(days=12), today - dt.timedelta(days=6))
     changed = days.start + dt.timedelta(days=2)
@@ -196,7 +201,8 @@ async def test_a_version_raise_the_failover_lost_is_repaired(
             assert client.exists(key), "the promoted replica still holds the old result"
             stale = client.hget(reader.keys.versions, changed.isoformat())
         versions = await reader.postgres.all_versions()
-        assert stale is not None and int(stale) < versions[changed], "and the old version: the raise was lost"
+        assert stale is not None
+        assert int(stale) < versions[changed], "and the old version: the raise was lost"
 
         expected = sql_requests(fresh_dsn, days)
         assert expected == old.value["totalRequests"] + 1000
@@ -210,3 +216,50 @@ async def test_a_version_raise_the_failover_lost_is_repaired(
 def _holds(setup: SentinelSetup, key: str) -> bool:
     with setup.node(setup.replica) as client:
         return bool(client.exists(key))
+
+
+def test_a_sentinel_url_names_sentinels_master_auth_and_tls() -> None:
+    target = parse_sentinel_url(
+        "rediss+sentinel://app:m%40ster-pass@s0:26380,s1,[::1]:26381/cachemaster/2"
+        "?sentinel_password=s-pass&ssl_ca_certs=/etc/ca.crt&ssl_cert_reqs=required"
+    )
+    assert target.sentinels == (("s0", 26380), ("s1", 26379), ("::1", 26381))
+    assert (target.master, target.tls) == ("cachemaster", True)
+    assert target.master_options == {
+        "username": "app",
+        "password": "m@ster-pass",
+        "db": 2,
+        "ssl": True,
+        "ssl_ca_certs": "/etc/ca.crt",
+        "ssl_cert_reqs": "required",
+    }
+    assert target.sentinel_options == {
+        "password": "s-pass",
+        "ssl": True,
+        "ssl_ca_certs": "/etc/ca.crt",
+        "ssl_cert_reqs": "required",
+    }
+    plain = parse_sentinel_url("redis+sentinel://s0/cachemaster")
+    assert (plain.tls, plain.master_options, plain.sentinel_options) == (False, {"db": 0}, {})
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("redis+sentinel://:pw-1234@s0:26379", "names no master"),
+        ("redis+sentinel://:pw-1234@s0:26379/m/x", "/master-name/db"),
+        ("redis+sentinel://:pw-1234@s0:99999/m", "sentinel port"),
+        ("redis+sentinel://:pw-1234@s0,,s1/m", "empty sentinel address"),
+    ],
+)
+def test_a_bad_sentinel_url_is_refused_naming_the_variable_not_the_password(url: str, problem: str) -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings(database_url="postgresql://u@127.0.0.1/db", redis_url=url)
+    assert str(refused.value).startswith("invalid configuration: REDIS_URL: is not a valid Redis Sentinel URL")
+    assert problem in str(refused.value)
+    assert "pw-1234" not in str(refused.value)
+
+
+def test_sentinel_and_cluster_do_not_mix() -> None:
+    with pytest.raises(ConfigurationError, match="REDIS_CLUSTER: cannot be combined"):
+        load_settings(database_url="postgresql://u@127.0.0.1/db", redis_url="redis+sentinel://s0/m", redis_cluster=True)

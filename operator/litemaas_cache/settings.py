@@ -23,7 +23,7 @@ from redis.connection import parse_url
 from .errors import ConfigurationError
 from .redaction import Redactor
 from .redis_tier.connection import SENTINEL_SCHEMES, SentinelUrlError, is_sentinel_url, parse_sentinel_url
-from .vocabulary import ServiceScope
+from .vocabulary import LogFormat, ServiceScope
 
 PositiveSeconds = Annotated[int, Field(gt=0)]
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -199,6 +199,12 @@ class Settings(BaseSettings):
         gt=0,
         validation_alias="OPERATOR_RETRY_SECONDS",
         description="The operator retries a temporarily failed warm or invalidation after this long.",
+    )
+
+    log_format: LogFormat = Field(
+        default="text",
+        validation_alias="LOG_FORMAT",
+        description="text, or json: one JSON object per line (time, level, logger, message; request_id in the API).",
     )
 
     operator_priority: int | None = Field(

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 from urllib.parse import quote
 
 from redis import Redis
@@ -74,17 +75,25 @@ class SentinelSetup:
             host="127.0.0.1", port=self.sentinels[index].port, password=self.sentinel_password, socket_timeout=2
         )
 
-    def master_port(self) -> int | None:
-        """The master's port as the first sentinel that answers names it."""
+    def ask_sentinels(self, question: Callable[[Redis], Any]) -> list[Any]:
+        """Each sentinel's answer to `question` (None from one that cannot be reached)."""
+        answers = []
         for index in range(len(self.sentinels)):
             try:
                 with self.sentinel(index) as client:
-                    address = client.sentinel_get_master_addr_by_name(MASTER_NAME)
+                    answers.append(question(client))
             except RedisError:
-                continue
-            if address:
-                return int(address[1])
-        return None
+                answers.append(None)
+        return answers
+
+    def _named_ports(self) -> list[int | None]:
+        """The master's port as each sentinel names it."""
+        addresses = self.ask_sentinels(lambda client: client.sentinel_get_master_addr_by_name(MASTER_NAME))
+        return [int(address[1]) if address else None for address in addresses]
+
+    def master_port(self) -> int | None:
+        """The master's port as the first sentinel that answers names it."""
+        return next((port for port in self._named_ports() if port is not None), None)
 
     def current_master(self) -> RedisServer:
         port = self.master_port()
@@ -113,15 +122,11 @@ class SentinelSetup:
         return info.get("role") == "slave" and info.get("master_link_status") == "up"
 
     def _sentinels_ready(self) -> bool:
-        for index in range(len(self.sentinels)):
-            try:
-                with self.sentinel(index) as client:
-                    state = client.sentinel_master(MASTER_NAME)
-            except RedisError:
-                return False
-            if int(state["num-other-sentinels"]) != 2 or int(state["num-slaves"]) != 1:
-                return False
-        return True
+        states = self.ask_sentinels(lambda client: client.sentinel_master(MASTER_NAME))
+        return all(
+            state is not None and int(state["num-other-sentinels"]) == 2 and int(state["num-slaves"]) == 1
+            for state in states
+        )
 
     def failover(self) -> RedisServer:
         """SENTINEL FAILOVER: the replica is promoted, the old master is demoted and its clients dropped. Returns
@@ -144,15 +149,7 @@ class SentinelSetup:
         return new
 
     def _all_name(self, server: RedisServer) -> bool:
-        for index in range(len(self.sentinels)):
-            try:
-                with self.sentinel(index) as client:
-                    address = client.sentinel_get_master_addr_by_name(MASTER_NAME)
-            except RedisError:
-                return False
-            if not address or int(address[1]) != server.port:
-                return False
-        return True
+        return all(port == server.port for port in self._named_ports())
 
     def _writable(self, server: RedisServer) -> bool:
         try:
