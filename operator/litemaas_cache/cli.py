@@ -20,6 +20,7 @@ from .dates import resolve_range
 from .db import Database
 from .errors import CacheError, InvalidRequest
 from .filters import UsageFilters, build_query
+from .logs import TEXT_FORMAT, use_log_format
 from .manager import CacheManager
 from .redaction import install_log_redaction
 from .schema import migrate as run_migrations
@@ -50,6 +51,7 @@ def _run(coro: Callable[[Settings], Coroutine[Any, Any, T]]) -> T:
     try:
         settings = load_settings()
         redact = settings.redact
+        use_log_format(settings.log_format)
         install_log_redaction(redact)
         return asyncio.run(coro(settings))
     except InvalidRequest as exc:
@@ -84,7 +86,7 @@ def _configure(
 ) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=TEXT_FORMAT,
         stream=sys.stderr,
     )
 

@@ -14,6 +14,7 @@ from pydantic import (
     PositiveInt,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -22,11 +23,12 @@ from redis.connection import parse_url
 
 from .errors import ConfigurationError
 from .redaction import Redactor
-from .vocabulary import ServiceScope
+from .redis_tier.connection import SENTINEL_SCHEMES, SentinelUrlError, is_sentinel_url, parse_sentinel_url
+from .vocabulary import LogFormat, ServiceScope
 
 PositiveSeconds = Annotated[int, Field(gt=0)]
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", *SENTINEL_SCHEMES)
 _REDIS_DB_PATH = re.compile(r"^(/[0-9]*)?$")
 MIN_JWT_SECRET_CHARS = 32
 MIN_ADMIN_KEY_CHARS = 16
@@ -81,7 +83,11 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = Field(
         default=None,
         validation_alias="REDIS_URL",
-        description="redis://, rediss:// (TLS) URL; overrides REDIS_HOST/PORT/PASSWORD/DB.",
+        description=(
+            "redis://, rediss:// (TLS) URL, or redis+sentinel://[:password@]host:26379[,host:port...]/master[/db] "
+            "(rediss+sentinel:// for TLS; ?sentinel_password= for sentinels that require AUTH); "
+            "overrides REDIS_HOST/PORT/PASSWORD/DB."
+        ),
     )
     redis_host: str = Field(default="127.0.0.1", validation_alias="REDIS_HOST")
     redis_port: int = Field(default=6379, ge=1, le=65535, validation_alias="REDIS_PORT")
@@ -198,6 +204,12 @@ class Settings(BaseSettings):
         description="The operator retries a temporarily failed warm or invalidation after this long.",
     )
 
+    log_format: LogFormat = Field(
+        default="text",
+        validation_alias="LOG_FORMAT",
+        description="text, or json: one JSON object per line (time, level, logger, message; request_id in the API).",
+    )
+
     operator_priority: int | None = Field(
         default=None,
         ge=0,
@@ -299,8 +311,14 @@ class Settings(BaseSettings):
         if value is None:
             return value
         text = value.get_secret_value().strip()
-        if not text.startswith(REDIS_SCHEMES):
+        if not text.lower().startswith(REDIS_SCHEMES):
             raise ValueError(f"must start with one of {', '.join(REDIS_SCHEMES)}")
+        if is_sentinel_url(text):
+            try:
+                parse_sentinel_url(text)
+            except SentinelUrlError as exc:
+                raise ValueError(f"is not a valid Redis Sentinel URL: it {exc}") from None
+            return value
         try:
             parse_url(text)  # type: ignore[no-untyped-call]  # redis-py's own parser; its errors quote the URL
         except ValueError:
@@ -310,6 +328,14 @@ class Settings(BaseSettings):
         # redis-py ignores a database path that is not a number, and so would use database 0.
         if text.startswith(("redis://", "rediss://")) and not _REDIS_DB_PATH.match(urlsplit(text).path):
             raise ValueError("names a database that is not a number (redis://host:6379/0)")
+        return value
+
+    @field_validator("redis_cluster")
+    @classmethod
+    def _cluster_without_sentinel(cls, value: bool, info: ValidationInfo) -> bool:
+        url = info.data.get("redis_url")
+        if value and isinstance(url, SecretStr) and is_sentinel_url(url.get_secret_value()):
+            raise ValueError("cannot be combined with a redis+sentinel:// REDIS_URL (Sentinel serves one master)")
         return value
 
     @model_validator(mode="after")

@@ -12,6 +12,9 @@ daily cache, or LiteLLM's table."""
 InvalidationTier = Literal["redis", "postgres"]
 """The tiers an invalidation can purge (the source is the truth and is never purged)."""
 
+LogFormat = Literal["text", "json"]
+"""How log lines are written (LOG_FORMAT): text for people, json (one object per line) for log collectors."""
+
 Dimension = Literal["user", "model", "provider"]
 """The dimensions a breakdown groups by."""
 DIMENSIONS: tuple[Dimension, ...] = ("user", "model", "provider")

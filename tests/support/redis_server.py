@@ -20,10 +20,15 @@ def free_port() -> int:
 class RedisServer:
     """`with RedisServer(tmp_path) as server:` (no automatic snapshots; its RDB and log live in `workdir`)."""
 
-    def __init__(self, workdir: Path, port: int | None = None, extra_args: Sequence[str] = ()) -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, extra_args: Sequence[str] = (), config: str | None = None
+    ) -> None:
         self.port = port or free_port()
         self.workdir = workdir
         self.extra_args = list(extra_args)  # e.g. --requirepass, or TLS options (then --port 0 --tls-port PORT)
+        # A configuration file's text, for what only a file can say (a sentinel's `sentinel monitor`, which
+        # the sentinel also rewrites as the setup changes); written once, so a restart keeps the rewrites.
+        self.config = config
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -37,10 +42,14 @@ class RedisServer:
     def start(self, timeout: float = 15.0) -> None:
         """Start (or restart on the same port, loading an RDB left by shutdown_save) and wait until it listens."""
         self.workdir.mkdir(parents=True, exist_ok=True)
+        config_file = self.workdir / "redis.conf"
+        if self.config is not None and not config_file.exists():
+            config_file.write_text(self.config)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [
                     "redis-server",
+                    *([str(config_file)] if self.config is not None else []),
                     "--bind",
                     "127.0.0.1",
                     "--port",

@@ -14,6 +14,7 @@ import kopf
 
 from ..dates import utc_now
 from ..errors import CacheError
+from ..logs import use_log_format
 from ..manager import CacheManager
 from ..metrics import CacheMetrics
 from ..redaction import Redactor, install_log_redaction
@@ -68,7 +69,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     # at once. kopf pauses *every* operator that sees a live peer of equal priority, so replicas must not tie: each
     # process draws a random priority unless OPERATOR_PRIORITY pins one.
     app_settings = load_settings()
-    install_log_redaction(app_settings.redact)  # again for `kopf run`, which does not start through the CLI
+    # Again for `kopf run`, which does not start through the CLI: its own log handler, too, writes LOG_FORMAT.
+    use_log_format(app_settings.log_format)
+    install_log_redaction(app_settings.redact)
     settings.peering.clusterwide = True
     settings.peering.mandatory = False
     settings.peering.priority = (

@@ -14,6 +14,12 @@ from typing import Literal
 from ..dates import DateRange
 from ..vocabulary import RateBucket
 
+# Fields of the version mirror that are not days (see RedisStore: how a flushed or failed-over mirror is noticed).
+MIRROR_INCARNATION = "incarnation"
+"""A random id set by the first re-sync into an empty mirror: a FLUSHALL removes it, and no later one repeats it."""
+MIRROR_COMPLETE = "complete"
+"""Present once a re-sync from PostgreSQL landed in this incarnation: only then may the mirror be trusted."""
+
 ResultKind = Literal["analytics", "by-user", "by-model", "by-provider", "filter-options"]
 RESULT_KINDS: tuple[ResultKind, ...] = ("analytics", "by-user", "by-model", "by-provider", "filter-options")
 
@@ -30,7 +36,8 @@ class KeySpace:
 
     @property
     def versions(self) -> str:
-        """Hash day -> version: mirrors PostgreSQL's daily_usage.version; never expires."""
+        """Hash day -> version: mirrors PostgreSQL's daily_usage.version; never expires. It also holds the fields
+        MIRROR_INCARNATION and MIRROR_COMPLETE, so that a flush removes them together with the versions."""
         return f"{self.prefix}day-versions"
 
     @property

@@ -6,6 +6,14 @@ Correctness rests on per-day versions. PostgreSQL's daily_usage.version is the t
 result entry carries the versions it was computed from, and a read accepts an entry only when they equal
 the mirror's current versions. An invalidation raises the mirror first, so any entry computed before it,
 even one written after it (the set-after-delete race), can never be read again.
+
+The mirror can also lose raises without any call failing: another client's FLUSHALL (LiteMaaS flushes LiteLLM's
+Redis after every model change), an eviction or an empty restart, or a Sentinel failover to a replica that had not
+yet received them. Against the first kind, the mirror is trusted only while it holds MIRROR_COMPLETE, which a
+re-sync from PostgreSQL sets, and only if no flush came between that re-sync's start and its end (MIRROR_INCARNATION);
+an entry's versions are merged only into a complete mirror, so that a slow computation finishing after a flush cannot
+plant its stale versions into the emptied mirror. Against the second, the store re-syncs as soon as the sentinels
+name a new master, and the call that noticed it is a miss.
 """
 
 from __future__ import annotations
@@ -20,7 +28,6 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import (
     AuthenticationError,
@@ -40,23 +47,37 @@ from ..dates import DateRange
 from ..errors import CacheError
 from ..frames import DayFrame, UnreadablePayload, read_header
 from .breaker import BreakerState, CircuitBreaker
-from .keys import KeySpace
+from .connection import RedisClient, follow_master, open_client
+from .keys import MIRROR_COMPLETE, MIRROR_INCARNATION, KeySpace
 
 log = logging.getLogger(__name__)
 
-RedisClient = Redis | RedisCluster
 VersionSource = Callable[[], Awaitable[dict[dt.date, int]]]
 
+# Raise mirror entries (never lower one). ARGV[1]: a field that must hold ARGV[2] for anything to happen ('' for
+# none; an empty ARGV[2] only asks that the field exist); ARGV[3]: '' or a field to set to ARGV[4] after the merge;
+# then day, version pairs. Returns how many days were raised, or -1 when the required field was not as asked.
 _MAX_MERGE_LUA = """
+if ARGV[1] ~= '' then
+  local held = redis.call('HGET', KEYS[1], ARGV[1])
+  if not held or (ARGV[2] ~= '' and held ~= ARGV[2]) then return -1 end
+end
 local raised = 0
-for i = 1, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   local current = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0')
   if tonumber(ARGV[i + 1]) > current then
     redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
     raised = raised + 1
   end
 end
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], ARGV[3], ARGV[4]) end
 return raised
+"""
+
+# A re-sync's start: the mirror's incarnation, created when the mirror is empty (flushed, evicted, new).
+_INCARNATION_LUA = """
+redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('HGET', KEYS[1], ARGV[1])
 """
 
 _RELEASE_LUA = """
@@ -125,9 +146,23 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+class MirrorLost(Exception):
+    """The version mirror is not complete (flushed, evicted, restarted empty): nothing in Redis can be trusted, and
+    no entry's versions may be merged into it, until a re-sync from PostgreSQL completes it again."""
+
+
+def _mirror_fields(days: Sequence[dt.date]) -> list[str]:
+    """The HMGET fields that read `days` from the mirror, and whether the mirror is complete (first)."""
+    return [MIRROR_COMPLETE, *(d.isoformat() for d in days)]
+
+
 def _versions(mirror: Sequence[bytes | None]) -> list[int]:
-    """An HMGET of the version mirror as numbers; a day the mirror does not hold is at version 0."""
-    return [int(v) if v is not None else 0 for v in mirror]
+    """An HMGET of _mirror_fields as numbers; a day the mirror does not hold is at version 0. Raises MirrorLost
+    when the mirror is not complete."""
+    complete, *versions = mirror
+    if complete is None:
+        raise MirrorLost
+    return [int(v) if v is not None else 0 for v in versions]
 
 
 class RedisStore:
@@ -163,6 +198,7 @@ class RedisStore:
         self._resync_retry_at = 0.0  # after PostgreSQL failed a re-sync, none is tried before this
         self._missed = 0  # calls that failed or were refused: any of them may have been a version raise
         self.failure: RedisFailure | None = None  # the last failure of a call or of a recovery probe
+        self._failovers = 0  # times the sentinels named a new master
         self._pending_stats: Counter[str] = Counter()
         self._last_flush = time.monotonic()
         self.breaker = CircuitBreaker(
@@ -175,15 +211,9 @@ class RedisStore:
     # -- connection ------------------------------------------------------------------------------------
     def _connect(self) -> RedisClient:
         if self._client is None:
-            common: dict[str, Any] = {
-                "socket_timeout": self.timeout,
-                "socket_connect_timeout": self.timeout,
-                "health_check_interval": 30,
-            }
-            if self.cluster:
-                self._client = RedisCluster.from_url(self._url, **common)
-            else:
-                self._client = Redis.from_url(self._url, retry_on_timeout=False, **common)
+            self._client = open_client(
+                self._url, cluster=self.cluster, timeout=self.timeout, on_master_change=self._master_moved
+            )
         return self._client
 
     async def _probe(self) -> None:
@@ -195,6 +225,13 @@ class RedisStore:
         except _FAILURES as exc:
             self.failure = RedisFailure.of("probe", exc)
             raise
+
+    def _master_moved(self, address: str) -> None:
+        """A Sentinel failover: the new master may lack version raises the old one acknowledged but never passed
+        on, and nothing failed to say so. Re-sync before the mirror is trusted again."""
+        self._failovers += 1
+        self._mark_unsynced()
+        log.warning("redis master moved to %s (sentinel failover): re-syncing the version mirror", address)
 
     async def close(self) -> None:
         await self.flush_stats()
@@ -208,6 +245,11 @@ class RedisStore:
     @property
     def available(self) -> bool:
         return self.breaker.state is BreakerState.CLOSED
+
+    @property
+    def failovers_seen(self) -> int:
+        """Sentinel failovers this process noticed (each re-synced the version mirror)."""
+        return self._failovers
 
     @property
     def state(self) -> str:
@@ -224,11 +266,20 @@ class RedisStore:
             return default
         try:
             client = self._connect()
+            if versioned:
+                async with asyncio.timeout(self.timeout * 4):
+                    await follow_master(client)  # a failover noticed here is re-synced just below
+            failovers = self._failovers
             if versioned and not await self._ensure_synced(client):
                 self._mark_unsynced()
                 return default
             async with asyncio.timeout(self.timeout * 4):
                 result = await fn(client)
+        except MirrorLost:
+            log.warning("redis %s: the version mirror is gone (FLUSHALL, eviction or an empty restart)", operation)
+            self.breaker.record_success()
+            self._mark_unsynced()
+            return default
         except ResponseError as exc:
             if not str(exc).startswith(_STRAY_KEY):
                 return self._failed(operation, exc, default)
@@ -239,6 +290,8 @@ class RedisStore:
         except _FAILURES as exc:
             return self._failed(operation, exc, default)
         self.breaker.record_success()
+        if versioned and self._failovers != failovers:
+            return default  # answered by a master whose mirror is not yet re-synced
         return result
 
     def _failed(self, operation: str, exc: BaseException, default: Any) -> Any:
@@ -284,21 +337,47 @@ class RedisStore:
         """Raise the mirror to PostgreSQL's versions (on first contact and after every outage). PostgreSQL is read
         outside the Redis timeout: a slow or failing PostgreSQL is not a Redis failure."""
         missed = self._missed
+        client = client or self._connect()
+        # The incarnation is taken before PostgreSQL is read: if the mirror is flushed after that, these versions
+        # may predate raises the flush removed, and the merge below must not call the mirror complete.
+        async with asyncio.timeout(self.timeout * 4):
+            incarnation = _text(
+                await client.eval(_INCARNATION_LUA, 1, self.keys.versions, MIRROR_INCARNATION, secrets.token_hex(8))
+            )
         versions = await self._version_source()
         async with asyncio.timeout(self.timeout * 4):
-            await self._merge_versions(client or self._connect(), versions)
-        # A call that failed or was refused meanwhile may have missed a raise newer than `versions`.
-        self._synced = self._missed == missed
+            merged = await self._merge_versions(
+                client, versions, require=(MIRROR_INCARNATION, incarnation), complete=incarnation
+            )
+        # A call that failed or was refused meanwhile may have missed a raise newer than `versions`; a flush since
+        # the incarnation was read leaves the mirror incomplete.
+        self._synced = self._missed == missed and merged >= 0
         self._synced_at = time.monotonic()
 
-    async def _merge_versions(self, client: RedisClient, versions: dict[dt.date, int]) -> int:
-        """Raise mirror entries to `versions` (never lowers one); returns how many were raised."""
-        if not versions:
+    async def _merge_versions(
+        self,
+        client: RedisClient,
+        versions: dict[dt.date, int],
+        *,
+        require: tuple[str, str] | None = None,
+        complete: str = "",
+    ) -> int:
+        """Raise mirror entries to `versions` (never lowers one); returns how many were raised, or -1 when the
+        mirror's field `require[0]` is missing or does not hold `require[1]` (when not empty). `complete` marks
+        the mirror complete (a re-sync in that incarnation)."""
+        if not versions and not complete:
             return 0
-        args: list[str | int] = []
+        field, value = require or ("", "")
+        args: list[str | int] = [field, value, MIRROR_COMPLETE if complete else "", complete]
         for day, version in versions.items():
             args += [day.isoformat(), version]
         return int(await client.eval(_MAX_MERGE_LUA, 1, self.keys.versions, *args))
+
+    async def _merge_entry_versions(self, client: RedisClient, versions: dict[dt.date, int]) -> None:
+        """Raise the mirror to the versions an entry was computed from, only while it is complete: merged into a
+        flushed mirror, a slow computation's stale versions would make its stale entry current again."""
+        if await self._merge_versions(client, versions, require=(MIRROR_COMPLETE, "")) < 0:
+            raise MirrorLost
 
     # -- versions ----------------------------------------------------------------------------------------
     async def raise_versions(self, versions: dict[dt.date, int]) -> bool:
@@ -309,7 +388,7 @@ class RedisStore:
         """The mirror's current version of each day (0 when absent), or None when Redis cannot be asked."""
 
         async def read(client: RedisClient) -> dict[dt.date, int]:
-            mirror = await client.hmget(self.keys.versions, [d.isoformat() for d in days])
+            mirror = await client.hmget(self.keys.versions, _mirror_fields(days))
             return dict(zip(days, _versions(cast(list[bytes | None], mirror)), strict=True))
 
         return cast(dict[dt.date, int] | None, await self._call("versions", read, None)) if days else {}
@@ -319,21 +398,22 @@ class RedisStore:
         """The days whose Redis entry is present, of the current layout and at the mirror's current version
         (payloads only: their columns are decoded by whoever aggregates them)."""
 
-        async def read(client: RedisClient) -> list[Any]:
+        async def read(client: RedisClient) -> tuple[list[bytes | None], list[int]]:
             pipe = client.pipeline(transaction=False)
             for day in days:
                 pipe.get(self.keys.day(day))
-            pipe.hmget(self.keys.versions, [d.isoformat() for d in days])
-            return await pipe.execute()
+            pipe.hmget(self.keys.versions, _mirror_fields(days))
+            *values, mirror = await pipe.execute()
+            return values, _versions(mirror)
 
         if not days:
             return {}
         replies = await self._call("get-days", read, None)
         if replies is None:
             return {}
-        *values, mirror = replies
+        values, versions = replies
         found: dict[dt.date, DayFrame] = {}
-        for day, data, version in zip(days, values, _versions(mirror), strict=True):
+        for day, data, version in zip(days, values, versions, strict=True):
             if data is None:
                 continue
             try:
@@ -350,7 +430,7 @@ class RedisStore:
         entries = list(days)
 
         async def write(client: RedisClient) -> int:
-            await self._merge_versions(client, {d.day: d.version for d in entries})
+            await self._merge_entry_versions(client, {d.day: d.version for d in entries})
             pipe = client.pipeline(transaction=False)
             for day in entries:
                 pipe.set(self.keys.day(day.day), day.payload, ex=ttl(day))
@@ -368,17 +448,18 @@ class RedisStore:
         async def read(client: RedisClient) -> Any | None:
             pipe = client.pipeline(transaction=False)
             pipe.get(key)
-            pipe.hmget(self.keys.versions, [d.isoformat() for d in days])
+            pipe.hmget(self.keys.versions, _mirror_fields(days))
             data, mirror = await pipe.execute()
+            vector = _versions(mirror)
             if data is None:
                 return None
             try:
                 entry = self.codec.decode(data)
-                vector, value = entry["v"], entry["r"]
+                entry_vector, value = entry["v"], entry["r"]
             except (CorruptValue, KeyError, TypeError) as exc:
                 log.warning("ignoring unreadable redis entry %s: %s", key, exc)
                 return None
-            return value if vector == _versions(mirror) else None
+            return value if entry_vector == vector else None
 
         return await self._call("get-result", read, None)
 
@@ -386,7 +467,7 @@ class RedisStore:
         """Store a result computed from days at `versions` (ordered by day), and index it until it expires."""
 
         async def write(client: RedisClient) -> bool:
-            await self._merge_versions(client, versions)
+            await self._merge_entry_versions(client, versions)
             vector = [versions[d] for d in sorted(versions)]
             now = time.time()
             pipe = client.pipeline(transaction=False)
@@ -496,9 +577,10 @@ class RedisStore:
         version mirror and the results index rather than by a scan, and memory used (summed over primaries)."""
 
         async def info(client: RedisClient) -> dict[str, Any]:
-            days = [_text(day) for day in await client.hkeys(self.keys.versions)]
+            fields = {_text(field) for field in await client.hkeys(self.keys.versions)}
+            days = [dt.date.fromisoformat(d) for d in fields - {MIRROR_COMPLETE, MIRROR_INCARNATION}]
             pipe = client.pipeline(transaction=False)
-            for key in [*(self.keys.day(dt.date.fromisoformat(d)) for d in days), *self._shared_keys]:
+            for key in [*(self.keys.day(d) for d in days), *self._shared_keys]:
                 pipe.exists(key)
             pipe.zcount(self.keys.results_index, time.time(), "+inf")
             *present, results = await pipe.execute()

@@ -3,7 +3,7 @@ error boundary that answers everything in LiteMaaS's error shape, and the securi
 (LiteMaaS JWTs, admin API keys, the service token; permissions and rate limits per route).
 
 Every error, 401, 403, 404, 413 and 429 included, is `{"error", "code", "details"?}`. The tier that answered a read is
-in the X-Cache-Tier response header.
+in the X-Cache-Tier response header, and every answer carries its request's X-Request-Id (request_ids.py).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from .metrics_endpoint import METRICS
 from .openapi import openapi_document
 from .problems import ApiError
 from .ratelimit import RateLimiter, rules_from_settings
+from .request_ids import install_request_ids
 from .routes import MANAGER, OPENAPI, ROUTES, TIER_HEADER, Handler, guarded
 from .security import RoutePolicy, install_security
 
@@ -101,6 +102,7 @@ def build_app(manager: CacheManager, authenticator: Authenticator) -> web.Applic
     )
     limiter = RateLimiter(rules_from_settings(manager.settings), manager.redis, manager.keys)
     policies = {(r.method, r.path): None if r.access == "public" else RoutePolicy(r.access, r.bucket) for r in ROUTES}
+    install_request_ids(app)
     install_security(app, authenticator, limiter, policies)
     app[MANAGER] = manager
     app[METRICS] = metrics
