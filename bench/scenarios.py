@@ -28,10 +28,10 @@ from typing import Any
 import aiohttp
 from redis.asyncio import Redis
 
+from litemaas_cache.codec import Body, decode_entry
 from litemaas_cache.dates import DateRange
 from litemaas_cache.filters import AnalyticsQuery, build_query
 from litemaas_cache.manager import Answer, CacheManager
-from litemaas_cache.redis_tier import RedisStore
 from litemaas_cache.settings import Settings, load_settings
 
 from .baseline import PassResult, SqlPass
@@ -151,13 +151,10 @@ def expect(answer: Answer, tier: str, path: str) -> None:
         raise RuntimeError(f"{path}: answered by the {answer.tier} tier, expected {tier}; the measurement is invalid")
 
 
-def result_decoder(manager: CacheManager) -> Callable[[bytes], Any]:
-    """How the raw read decodes a Redis result entry: with the manager's own codec, today's entry being
-    {"v": day versions, "r": the result}. The only code that knows that encoding: adapt it here when it changes."""
-    if not isinstance(manager.redis, RedisStore):
-        raise RuntimeError("the manager has Redis disabled")
-    codec = manager.redis.codec
-    return lambda data: codec.decode(data)["r"]
+def result_decoder() -> Callable[[bytes], Any]:
+    """How the raw read decodes a Redis result entry (its zstd copy): the codec's own functions. The only code of
+    the bench that knows the entry encoding."""
+    return lambda data: Body(encoded={"zstd": decode_entry(data, "zstd")[1]}).value()
 
 
 async def raw_get_decode(redis: Redis, decode: Callable[[bytes], Any], key: str) -> Any:
@@ -226,7 +223,9 @@ async def range_view(
     bench.say(days, "Redis day tier, new user filters")
     for _ in range(runs.redis_day):
         filtered = query(days, bench.fresh_user())
-        key = manager.keys.result("analytics", filtered.range, filtered.filters.fingerprint())
+        key = manager.keys.result_entry(
+            manager.keys.result("analytics", filtered.range, filtered.filters.fingerprint()), "zstd"
+        )
         if await bench.redis.exists(key):
             raise RuntimeError(f"{key} exists: the filter was asked before")
         answer = await timed(paths["redisDayTier"], functools.partial(manager.analytics, filtered))
@@ -244,9 +243,11 @@ async def range_view(
 
     bench.say(days, "Redis result hits against raw GET + decode")
     document = (await manager.analytics(unfiltered)).value  # stores the result again if its TTL ran out
-    key = manager.keys.result("analytics", unfiltered.range, unfiltered.filters.fingerprint())
+    key = manager.keys.result_entry(
+        manager.keys.result("analytics", unfiltered.range, unfiltered.filters.fingerprint()), "zstd"
+    )
     hit, raw = Samples(), Samples()
-    decode = result_decoder(manager)
+    decode = result_decoder()
 
     async def hit_read() -> None:
         expect(await timed(hit, lambda: manager.analytics(unfiltered)), "redis", "redisResultHit")

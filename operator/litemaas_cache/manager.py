@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from .codec import Codec
 from .daily_cache import FreshnessPolicy, PostgresDayCache
 from .dates import DateRange
 from .day_store import TieredDayStore
@@ -53,7 +52,6 @@ class CacheManager:
             self.redis = RedisStore(
                 settings.redis_dsn,
                 self.keys,
-                Codec(settings.compress_threshold),
                 self.postgres.all_versions,
                 cluster=settings.redis_cluster,
                 timeout=settings.redis_socket_timeout,

@@ -48,3 +48,7 @@ ServiceScope = Literal["read", "admin"]
 
 RateBucket = Literal["analytics", "export", "rebuild"]
 """The rate-limit counters a route draws from, as LiteMaaS groups its admin usage routes."""
+
+ContentEncoding = Literal["zstd", "gzip"]
+"""How a result document is stored in Redis and served over HTTP: zstd to clients that offer it, gzip to the rest
+(every HTTP client accepts gzip); a client accepting neither gets the JSON decompressed."""
