@@ -35,6 +35,7 @@ from .scenarios import (
     concurrent_requests,
     memory_probe,
     range_view,
+    warm_http_reads,
     year_view,
 )
 
@@ -76,11 +77,12 @@ async def _medium(dataset: Dataset, redis_url: str, runs: Runs, rng: random.Rand
         views = [await range_view(bench, manager, pg_only, sql, bench.last_days(n)) for n in (30, 90)]
         memory = await memory_probe(bench, bench.last_days(90))
         concurrency = await concurrent_requests(bench, bench.last_days(30))
+        warm_http = await warm_http_reads(bench, manager, bench.last_days(30))
     # The concurrent requests are a path of the 30-day view: same column, same SQL pass to compare with.
     thirty = views[0]
     thirty["paths"]["apiConcurrent"] = concurrency["answers"]
     thirty["overSqlP50"]["apiConcurrent"] = ratio(concurrency["answers"]["p50Ms"], thirty["paths"]["sqlPass"]["p50Ms"])
-    return {"views": views, "memory": [memory], "concurrency": concurrency}
+    return {"views": views, "memory": [memory], "concurrency": concurrency, "warmHttp": warm_http}
 
 
 async def _large(dataset: Dataset, redis_url: str, runs: Runs, rng: random.Random) -> dict[str, Any]:

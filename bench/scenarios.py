@@ -28,10 +28,11 @@ from typing import Any
 import aiohttp
 from redis.asyncio import Redis
 
-from litemaas_cache.codec import Body, decode_entry
+from litemaas_cache.codec import ENCODINGS, Body, decode_entry
 from litemaas_cache.dates import DateRange
-from litemaas_cache.filters import AnalyticsQuery, build_query
+from litemaas_cache.filters import AnalyticsQuery, UsageFilters, build_query
 from litemaas_cache.manager import Answer, CacheManager
+from litemaas_cache.redis_tier.keys import KeySpace
 from litemaas_cache.settings import Settings, load_settings
 
 from .baseline import PassResult, SqlPass
@@ -316,12 +317,24 @@ def _free_port() -> int:
         return port
 
 
+@dataclass(frozen=True)
+class ApiProcess:
+    """`litemaas-cache api` running as a child: its URL, process id and Redis key prefix."""
+
+    url: str
+    pid: int
+    prefix: str
+
+
 @contextlib.asynccontextmanager
-async def api_server(bench: Bench, token: str) -> AsyncIterator[str]:
-    """`litemaas-cache api` as a child process on a free loopback port, with its own key prefix; yields its URL."""
+async def api_server(bench: Bench, token: str) -> AsyncIterator[ApiProcess]:
+    """`litemaas-cache api` as a child process on a free loopback port, with its own key prefix."""
     port = _free_port()
+    prefix = bench.new_prefix()
     API_LOG.parent.mkdir(parents=True, exist_ok=True)
     log = API_LOG.open("wb")
+    # The benchmark measures serving, not the per-caller limits (LiteMaaS's defaults would stop it at 10 and 5).
+    unlimited = {"ADMIN_ANALYTICS_RATE_LIMIT": "1000000", "ADMIN_EXPORT_RATE_LIMIT": "1000000"}
     proc = await asyncio.create_subprocess_exec(
         str(Path(sys.executable).parent / "litemaas-cache"),
         "api",
@@ -329,13 +342,12 @@ async def api_server(bench: Bench, token: str) -> AsyncIterator[str]:
         "127.0.0.1",
         "--port",
         str(port),
-        # The benchmark measures serving, not the per-caller limit (LiteMaaS's default would stop it at 10).
-        env={**bench.env(bench.new_prefix()), "API_TOKEN": token, "ADMIN_ANALYTICS_RATE_LIMIT": "1000000"},
+        env={**bench.env(prefix), "API_TOKEN": token, **unlimited},
         stdout=asyncio.subprocess.DEVNULL,
         stderr=log,
     )
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield ApiProcess(f"http://127.0.0.1:{port}", proc.pid, prefix)
     finally:
         if proc.returncode is None:
             proc.terminate()
@@ -392,9 +404,10 @@ async def concurrent_requests(bench: Bench, days: DateRange) -> dict[str, Any]:
     bench.say(days, f"HTTP API, {CONCURRENT_REQUESTS} concurrent requests")
     token = secrets.token_hex(16)
     async with (
-        api_server(bench, token) as url,
+        api_server(bench, token) as api,
         aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}, timeout=HTTP_TIMEOUT) as session,
     ):
+        url = api.url
         await _wait_healthy(session, url)
         warm_tier = await _analytics(session, url, days)  # the day tiers (Redis under the API's prefix) hold the days
         answers, health = Samples(), Samples()
@@ -430,3 +443,59 @@ async def year_view(
     paths["cold"].add(memory["ms"])
     document = await postgres_reads(bench, pg_only, days, paths["postgresTier"], bench.runs.year)
     return view(bench.dataset, days, paths, sql_result, document), memory
+
+
+async def _served(session: aiohttp.ClientSession, url: str, days: DateRange, encoding: str) -> int:
+    """One warm read of the unfiltered document as the client gets it (not decompressed: the session's
+    auto_decompress is off); returns its size, after checking it was the Redis entry in the asked encoding."""
+    body = {"startDate": days.start.isoformat(), "endDate": days.end.isoformat()}
+    async with session.post(f"{url}{ANALYTICS_PATH}", json=body, headers={"Accept-Encoding": encoding}) as resp:
+        data = await resp.read()
+        served = resp.headers.get("Content-Encoding", "identity")
+        if resp.status != 200 or resp.headers.get("X-Cache-Tier") != "redis" or served != encoding:
+            raise RuntimeError(f"warm read: {resp.status}, tier {resp.headers.get('X-Cache-Tier')}, {served}")
+        return len(data)
+
+
+async def _raw_get(redis: Redis, key: str) -> int:
+    data = await redis.get(key)
+    if not isinstance(data, bytes):
+        raise RuntimeError(f"{key} is not in Redis")
+    return len(data)
+
+
+async def warm_http_reads(bench: Bench, manager: CacheManager, days: DateRange) -> dict[str, Any]:
+    """Warm HTTP reads of the view's analytics document (POST, a Redis hit served as stored) interleaved with raw
+    GETs of the Redis entry each is served from, per encoding the client accepts; identity clients for reference."""
+    bench.say(days, "warm HTTP reads against raw Redis GETs of the same key")
+    token = secrets.token_hex(16)
+    headers = {"Authorization": f"Bearer {token}"}
+    result: dict[str, Any] = {"view": f"{days.days}-day", "dataset": bench.dataset.name, "range": str(days)}
+    async with (
+        api_server(bench, token) as api,
+        aiohttp.ClientSession(headers=headers, timeout=HTTP_TIMEOUT, auto_decompress=False) as session,
+    ):
+        await _wait_healthy(session, api.url)
+        await _analytics(session, api.url, days)  # computes the document and stores it
+        keys = KeySpace.of_database(api.prefix, await manager.db.identity())
+        key = keys.result("analytics", days, UsageFilters().fingerprint())
+        for encoding in (*ENCODINGS, "identity"):
+            http, raw = Samples(), Samples()
+            entry = keys.result_entry(key, "zstd" if encoding == "identity" else encoding)  # type: ignore[arg-type]
+            sizes: dict[str, int] = {}
+
+            async def http_read(encoding: str = encoding, http: Samples = http, sizes: dict[str, int] = sizes) -> None:
+                sizes["body"] = await timed(http, lambda: _served(session, api.url, days, encoding))
+
+            async def raw_read(entry: str = entry, raw: Samples = raw, sizes: dict[str, int] = sizes) -> None:
+                sizes["entry"] = await timed(raw, lambda: _raw_get(bench.redis, entry))
+
+            await interleaved(bench.runs.warm, http_read, raw_read)
+            result[encoding] = {
+                "http": http.as_dict(),
+                "rawGet": raw.as_dict(),
+                "httpOverRawGet": ratio(http.p50, raw.p50),
+                "bodyBytes": sizes["body"],
+                "entryBytes": sizes["entry"],
+            }
+    return result

@@ -27,8 +27,8 @@ from ..codec import ENCODINGS, Body, CorruptValue, decode_entry, encode_entry
 from ..dates import DateRange
 from ..errors import CacheError
 from ..frames import DayFrame, UnreadablePayload, read_header
-from .breaker import BreakerState, CircuitBreaker
 from ..vocabulary import ContentEncoding
+from .breaker import BreakerState, CircuitBreaker
 from .keys import KeySpace
 
 log = logging.getLogger(__name__)
