@@ -178,7 +178,7 @@ async def rebuild_cache(request: web.Request) -> web.Response:
     """A range (by default the last ANALYTICS_MAX_RANGE_DAYS days) purged and computed again."""
     asked = await _body(request, m.RebuildCacheRequest)
     manager = _manager(request)
-    end = asked.endDate or utc_today()
+    end = check_day(asked.endDate, "endDate") if asked.endDate else utc_today()  # before any arithmetic on it
     start = asked.startDate or end - dt.timedelta(days=manager.settings.max_range_days - 1)
     days = _range(start, end, MAX_LONG_RANGE_DAYS)
     report = await manager.rebuild(days)
