@@ -79,6 +79,7 @@ class CacheManager:
         # What callers use, each one part's own method.
         self.analytics = self.service.analytics
         self.breakdown = self.service.breakdown
+        self.rows = self.service.rows
         self.filter_options = self.service.filter_options
         self.warm = self.maintenance.warm
         self.invalidate = self.maintenance.invalidate

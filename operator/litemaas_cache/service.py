@@ -170,20 +170,27 @@ class AnalyticsService:
         """Fold the range (and the previous period) chunk by chunk, holding one chunk (and the next) at a time."""
         covered = [*current, *(previous or ())]
         async with self._slots:
-            where = await self.code_filter(filters)
+            where, complete = await self.code_filter(filters)
             accumulator = RangeAccumulator(current, previous, where, per_day=per_day)
             fetch = DayFetch()
             async for chunk in self._days.stream(covered, fetch, accumulator.needs_columns):
+                if not complete:
+                    # A filter value without a code yet (never seen in any cached day): the chunk just fetched from
+                    # the source may have registered it. Codes are append-only, so every earlier chunk rightly
+                    # matched nothing for it.
+                    where, complete = await self.code_filter(filters)
+                    accumulator.filter_by(where)
                 await asyncio.to_thread(accumulator.add, chunk)
             async with self._db.cache_connection() as conn:
                 await self._dictionary.learn_codes(conn, await asyncio.to_thread(accumulator.codes))
             summary = await asyncio.to_thread(accumulator.summary, self._dictionary)
         return summary, fetch
 
-    async def code_filter(self, filters: UsageFilters) -> CodeFilter:
-        """The filters as dictionary codes; an API-key filter also matches the keys whose alias it names."""
+    async def code_filter(self, filters: UsageFilters) -> tuple[CodeFilter, bool]:
+        """The filters as dictionary codes (an API-key filter also matches the keys whose alias it names), and
+        whether every value asked for has a code (else a day still to be fetched from the source may give it one)."""
         if filters.is_empty():
-            return CodeFilter()
+            return CodeFilter(), True
         async with self._db.cache_connection() as conn:
             aliased = await keys_with_aliases(conn, filters.api_key_ids)
             asked: dict[CodedColumn, list[str]] = {
@@ -195,4 +202,5 @@ class AnalyticsService:
             wanted = {column: values for column, values in asked.items() if values}
             await self._dictionary.learn_values(conn, wanted)
         codes = {column: tuple(self._dictionary.codes_of(column, values)) for column, values in wanted.items()}
-        return CodeFilter(**codes)
+        complete = all(len(codes[column]) == len(set(values)) for column, values in wanted.items())
+        return CodeFilter(**codes), complete

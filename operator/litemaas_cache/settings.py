@@ -138,6 +138,19 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("ANALYTICS_MAX_RANGE_DAYS", "ADMIN_ANALYTICS_MAX_ANALYTICS_DAYS"),
         description="Longest range of an analytics document or breakdown (LiteMaaS's name works too).",
     )
+    max_export_days: int = Field(
+        default=365,
+        ge=1,
+        le=366,
+        validation_alias="ADMIN_ANALYTICS_MAX_EXPORT_DAYS",
+        description="Longest range of an export (LiteMaaS's setting).",
+    )
+    currency_code: str = Field(
+        default="USD",
+        pattern=r"^[A-Z]{3}$",
+        validation_alias="CURRENCY_CODE",
+        description="ISO 4217 code of LiteLLM's spend, named in the export's cost column (not converted).",
+    )
     trend_stable_percent: float = Field(
         default=1.0,
         ge=0,

@@ -52,3 +52,6 @@ RateBucket = Literal["analytics", "export", "rebuild"]
 ContentEncoding = Literal["zstd", "gzip"]
 """How a result document is stored in Redis and served over HTTP: zstd to clients that offer it, gzip to the rest
 (every HTTP client accepts gzip); a client accepting neither gets the JSON decompressed."""
+
+ExportFormat = Literal["csv", "json"]
+"""The file formats of LiteMaaS's usage export."""

@@ -5,6 +5,7 @@ each route requires) all read it. Handlers stay thin: parse through models.py, c
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
@@ -15,12 +16,14 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from ..analytics import Page
+from .. import export as files
+from ..analytics import Page, ordered
 from ..dates import MAX_LONG_RANGE_DAYS, DateRange, check_day, utc_now, utc_today
 from ..errors import BackendUnavailable, CacheError, DateOrderInvalid, DateRangeTooLarge, InvalidRequest, SourceMissing
 from ..filters import AnalyticsQuery, build_query
 from ..manager import CacheManager
 from ..result_cache import Answer
+from ..settings import Settings
 from ..vocabulary import ContentEncoding, Dimension, Permission, RateBucket
 from . import models as m
 from .negotiation import accepted, encoded_response
@@ -34,6 +37,7 @@ Access = Literal["public"] | Permission
 """public: no credentials; else the permission the caller must hold (vocabulary.Permission)."""
 ADMIN = "/api/v1/admin/usage"
 M = TypeVar("M", bound=BaseModel)
+EXPORT_ID_LISTS = ("userIds", "modelIds", "providerIds", "apiKeyIds")
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,8 @@ class Route:
     query: type[BaseModel] | None = None
     failure_code: str = "INTERNAL_ERROR"
     errors: tuple[int, ...] = (400, 401, 403, 429, 500, 503)
+    files: tuple[str, ...] = ()
+    """Media types other than JSON a 200 may have (a file, described as text)."""
 
 
 # --- parsing and answering ---------------------------------------------------------------------------------------
@@ -93,8 +99,14 @@ def _manager(request: web.Request) -> CacheManager:
 
 async def _analytics_query(request: web.Request, user_ids: list[str] | None = None) -> AnalyticsQuery:
     """The filters of the body as a validated query (ANALYTICS_MAX_RANGE_DAYS and _MAX_FILTER_IDS apply)."""
-    body = await _body(request, m.UsageFilterRequest)
     settings = _manager(request).settings
+    return _query_of(await _body(request, m.UsageFilterRequest), settings, settings.max_range_days, user_ids)
+
+
+def _query_of(
+    body: m.UsageFilterRequest, settings: Settings, max_days: int, user_ids: list[str] | None = None
+) -> AnalyticsQuery:
+    """A request's filters as a validated query of at most `max_days` (ANALYTICS_MAX_FILTER_IDS applies)."""
     return build_query(
         body.startDate,
         body.endDate,
@@ -102,7 +114,7 @@ async def _analytics_query(request: web.Request, user_ids: list[str] | None = No
         model_ids=body.modelIds,
         provider_ids=body.providerIds,
         api_key_ids=body.apiKeyIds,
-        max_days=settings.max_range_days,
+        max_days=max_days,
         max_ids=settings.max_filter_ids,
     )
 
@@ -147,6 +159,35 @@ def _breakdown(dimension: Dimension) -> Handler:
 
     handler.__name__ = f"by_{dimension}"
     return handler
+
+
+async def export(request: web.Request) -> web.StreamResponse:
+    """Every by-user row of the range (up to ADMIN_ANALYTICS_MAX_EXPORT_DAYS) as LiteMaaS's CSV or JSON file, in the
+    by-user default order. Streamed a chunk of rows at a time, each made off the event loop: the rows are held once,
+    the file never whole."""
+    asked = await _body(request, m.ExportRequest)
+    manager = _manager(request)
+    settings = manager.settings
+    query = _query_of(asked, settings, settings.max_export_days)
+    answer = await manager.rows("user", query)
+    rows = await asyncio.to_thread(lambda: ordered("user", answer.value, Page()))
+    if asked.format == "csv":
+        chunks = files.csv_chunks(rows, settings.currency_code)
+    else:
+        sent = {name: getattr(asked, name) for name in EXPORT_ID_LISTS if name in asked.model_fields_set}
+        chunks = files.json_chunks(rows, files.metadata(utc_now(), query.range, sent, len(rows)))
+    name = files.filename(query.range, asked.format)
+    response = web.StreamResponse(
+        headers={"Content-Disposition": f'attachment; filename="{name}"', "X-Cache-Tier": answer.tier}
+    )
+    response.content_type = files.CONTENT_TYPES[asked.format]
+    response.charset = "utf-8"
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+        await response.write(chunk)
+    await response.write_eof()
+    return response
 
 
 async def filter_options(request: web.Request) -> web.Response:
@@ -233,6 +274,18 @@ ROUTES: tuple[Route, ...] = (
             failure_code=f"{dimension.upper()}_BREAKDOWN_FAILED",
         )
         for dimension in m.BREAKDOWN_PAGES
+    ),
+    Route(
+        "POST",
+        f"{ADMIN}/export",
+        export,
+        "Every by-user row of a range as a CSV or JSON file, streamed",
+        "admin:usage:read",
+        m.ExportDocument,
+        bucket="export",
+        body=m.ExportRequest,
+        failure_code="EXPORT_FAILED",
+        files=("text/csv",),
     ),
     Route(
         "GET",
