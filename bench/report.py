@@ -113,6 +113,16 @@ def render(report: dict[str, Any]) -> str:
                 f" HTTP / raw GET {_x(e['httpOverRawGet'])}"
                 f" ({e['http']['runs']} runs each)"
             )
+    x = report.get("export")
+    if x:
+        for e in x["exports"]:
+            lines.append(
+                f"{x['days']}-day export ({x['dataset']}), {e['format']}, streamed by the HTTP API:"
+                f" {e['bytes']:,} bytes in {e['chunksReceived']} chunks, first byte {_ms(e['firstByteMs'])} ms,"
+                f" all {_ms(e['ms'])} ms"
+                f" (tier {e['tier']}); the API's peak RSS {e['peakRssMiB']:,.0f} MiB"
+                f" ({x['before']['peakRssMiB']:,.0f} MiB before the first export)"
+            )
     return "\n".join(lines)
 
 

@@ -19,6 +19,7 @@ import random
 import secrets
 import socket
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -499,3 +500,62 @@ async def warm_http_reads(bench: Bench, manager: CacheManager, days: DateRange) 
                 "entryBytes": sizes["entry"],
             }
     return result
+
+
+EXPORT_PATH = "/api/v1/admin/usage/export"
+
+
+def _process_memory_mib(pid: int) -> dict[str, float]:
+    """A child's resident set now (VmRSS) and at its peak so far (VmHWM), in MiB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            fields[name] = int(value.split()[0]) / 1024  # kB
+    return {"rssMiB": round(fields["VmRSS"], 1), "peakRssMiB": round(fields["VmHWM"], 1)}
+
+
+async def _stream_export(session: aiohttp.ClientSession, url: str, days: DateRange, file_format: str) -> dict[str, Any]:
+    body = {"startDate": days.start.isoformat(), "endDate": days.end.isoformat(), "format": file_format}
+    started = time.perf_counter()
+    first_byte: float | None = None
+    size = chunks = 0
+    async with session.post(f"{url}{EXPORT_PATH}", json=body) as resp:
+        if resp.status != 200:
+            raise RuntimeError(f"POST {EXPORT_PATH}: {resp.status} {(await resp.read())[:300]!r}")
+        if resp.headers.get("Transfer-Encoding") != "chunked":
+            raise RuntimeError("the export was not streamed (no chunked transfer encoding)")
+        async for data, _ in resp.content.iter_chunks():
+            first_byte = first_byte or time.perf_counter()
+            size += len(data)
+            chunks += 1
+        tier = resp.headers.get("X-Cache-Tier", "?")
+    ended = time.perf_counter()
+    return {
+        "format": file_format,
+        "bytes": size,
+        "chunksReceived": chunks,
+        "tier": tier,
+        "firstByteMs": round(((first_byte or ended) - started) * 1000, 1),
+        "ms": round((ended - started) * 1000, 1),
+    }
+
+
+async def export_memory(bench: Bench, days: DateRange) -> dict[str, Any]:
+    """Exports of a long range by a fresh `litemaas-cache api` child (its own Redis prefix: the first one computes
+    the rows from the day tiers), CSV then JSON, each streamed and read in chunks; the child's peak RSS (VmHWM)
+    before the first and after each."""
+    bench.say(days, "exports streamed by the HTTP API, its peak RSS")
+    token = secrets.token_hex(16)
+    async with (
+        api_server(bench, token) as api,
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}, timeout=HTTP_TIMEOUT) as session,
+    ):
+        await _wait_healthy(session, api.url)
+        before = _process_memory_mib(api.pid)
+        exports = []
+        for file_format in ("csv", "json"):
+            exports.append(
+                {**await _stream_export(session, api.url, days, file_format), **_process_memory_mib(api.pid)}
+            )
+    return {"dataset": bench.dataset.name, "range": str(days), "days": days.days, "before": before, "exports": exports}
