@@ -97,12 +97,6 @@ class Settings(BaseSettings):
         validation_alias="CACHE_VERSION_RESYNC_SECONDS",
         description="How often each process re-raises Redis's day-version mirror from PostgreSQL.",
     )
-    compress_threshold: int = Field(
-        default=1024,
-        ge=0,
-        validation_alias="CACHE_COMPRESS_THRESHOLD",
-        description="Redis result entries of at least this many bytes are zstd-compressed (day payloads always are).",
-    )
 
     ttl_historical_day: PositiveSeconds = Field(default=30 * 86400, validation_alias="CACHE_TTL_HISTORICAL_DAY")
     ttl_current_day: PositiveSeconds = Field(default=5 * 60, validation_alias="CACHE_TTL_CURRENT_DAY")
