@@ -251,8 +251,13 @@ async def range_view(
     hit, raw = Samples(), Samples()
     decode = result_decoder()
 
+    async def decoded_hit() -> Answer:
+        answer = await manager.analytics(unfiltered)
+        answer.value  # noqa: B018  # an in-process caller reads the document: the hit decodes it
+        return answer
+
     async def hit_read() -> None:
-        expect(await timed(hit, lambda: manager.analytics(unfiltered)), "redis", "redisResultHit")
+        expect(await timed(hit, decoded_hit), "redis", "redisResultHit")
 
     async def raw_read() -> None:
         await timed(raw, lambda: raw_get_decode(bench.redis, decode, key))
