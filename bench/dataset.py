@@ -99,6 +99,8 @@ async def ensure_dataset(admin_dsn: str, params: SeedParams, label: str | None =
     while True:
         meta = _seeded(dsn)
         if meta is not None and meta[0] == asdict(params):
+            async with Database(dsn) as db:
+                await migrate(db)  # a dataset seeded by an older release gets the cache schema of this one
             return Dataset(label, dsn, params, meta[2], meta[1], reused=True, seed_seconds=0.0)
         if not _other_sessions(admin_dsn, name):
             break

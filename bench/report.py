@@ -102,6 +102,27 @@ def render(report: dict[str, Any]) -> str:
             f" /healthz polled every 20 ms meanwhile: max {_ms(c['healthz']['maxMs'])} ms,"
             f" p50 {_ms(c['healthz']['p50Ms'])} ms over {c['healthz']['runs']} polls"
         )
+    w = report.get("warmHttp")
+    if w:
+        for encoding in ("zstd", "gzip", "identity"):
+            e = w[encoding]
+            lines.append(
+                f"warm HTTP read of the {w['view']} document ({w['dataset']}), client accepting {encoding}:"
+                f" p50 {_ms(e['http']['p50Ms'])} ms for {e['bodyBytes']:,} bytes; raw GET of its Redis entry"
+                f" ({e['entryBytes']:,} bytes) p50 {_ms(e['rawGet']['p50Ms'])} ms;"
+                f" HTTP / raw GET {_x(e['httpOverRawGet'])}"
+                f" ({e['http']['runs']} runs each)"
+            )
+    x = report.get("export")
+    if x:
+        for e in x["exports"]:
+            lines.append(
+                f"{x['days']}-day export ({x['dataset']}), {e['format']}, streamed by the HTTP API:"
+                f" {e['bytes']:,} bytes in {e['chunksReceived']} chunks, first byte {_ms(e['firstByteMs'])} ms,"
+                f" all {_ms(e['ms'])} ms"
+                f" (tier {e['tier']}); the API's peak RSS {e['peakRssMiB']:,.0f} MiB"
+                f" ({x['before']['peakRssMiB']:,.0f} MiB before the first export)"
+            )
     return "\n".join(lines)
 
 

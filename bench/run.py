@@ -33,8 +33,10 @@ from .scenarios import (
     Bench,
     Runs,
     concurrent_requests,
+    export_memory,
     memory_probe,
     range_view,
+    warm_http_reads,
     year_view,
 )
 
@@ -76,11 +78,13 @@ async def _medium(dataset: Dataset, redis_url: str, runs: Runs, rng: random.Rand
         views = [await range_view(bench, manager, pg_only, sql, bench.last_days(n)) for n in (30, 90)]
         memory = await memory_probe(bench, bench.last_days(90))
         concurrency = await concurrent_requests(bench, bench.last_days(30))
+        warm_http = await warm_http_reads(bench, manager, bench.last_days(30))
+        export = await export_memory(bench, bench.last_days(365))
     # The concurrent requests are a path of the 30-day view: same column, same SQL pass to compare with.
     thirty = views[0]
     thirty["paths"]["apiConcurrent"] = concurrency["answers"]
     thirty["overSqlP50"]["apiConcurrent"] = ratio(concurrency["answers"]["p50Ms"], thirty["paths"]["sqlPass"]["p50Ms"])
-    return {"views": views, "memory": [memory], "concurrency": concurrency}
+    return {"views": views, "memory": [memory], "concurrency": concurrency, "warmHttp": warm_http, "export": export}
 
 
 async def _large(dataset: Dataset, redis_url: str, runs: Runs, rng: random.Random) -> dict[str, Any]:

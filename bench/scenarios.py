@@ -19,6 +19,7 @@ import random
 import secrets
 import socket
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -28,10 +29,11 @@ from typing import Any
 import aiohttp
 from redis.asyncio import Redis
 
+from litemaas_cache.codec import ENCODINGS, Body, decode_entry
 from litemaas_cache.dates import DateRange
-from litemaas_cache.filters import AnalyticsQuery, build_query
+from litemaas_cache.filters import AnalyticsQuery, UsageFilters, build_query
 from litemaas_cache.manager import Answer, CacheManager
-from litemaas_cache.redis_tier import RedisStore
+from litemaas_cache.redis_tier.keys import KeySpace
 from litemaas_cache.settings import Settings, load_settings
 
 from .baseline import PassResult, SqlPass
@@ -151,13 +153,10 @@ def expect(answer: Answer, tier: str, path: str) -> None:
         raise RuntimeError(f"{path}: answered by the {answer.tier} tier, expected {tier}; the measurement is invalid")
 
 
-def result_decoder(manager: CacheManager) -> Callable[[bytes], Any]:
-    """How the raw read decodes a Redis result entry: with the manager's own codec, today's entry being
-    {"v": day versions, "r": the result}. The only code that knows that encoding: adapt it here when it changes."""
-    if not isinstance(manager.redis, RedisStore):
-        raise RuntimeError("the manager has Redis disabled")
-    codec = manager.redis.codec
-    return lambda data: codec.decode(data)["r"]
+def result_decoder() -> Callable[[bytes], Any]:
+    """How the raw read decodes a Redis result entry (its zstd copy): the codec's own functions. The only code of
+    the bench that knows the entry encoding."""
+    return lambda data: Body(encoded={"zstd": decode_entry(data, "zstd")[1]}).value()
 
 
 async def raw_get_decode(redis: Redis, decode: Callable[[bytes], Any], key: str) -> Any:
@@ -226,7 +225,9 @@ async def range_view(
     bench.say(days, "Redis day tier, new user filters")
     for _ in range(runs.redis_day):
         filtered = query(days, bench.fresh_user())
-        key = manager.keys.result("analytics", filtered.range, filtered.filters.fingerprint())
+        key = manager.keys.result_entry(
+            manager.keys.result("analytics", filtered.range, filtered.filters.fingerprint()), "zstd"
+        )
         if await bench.redis.exists(key):
             raise RuntimeError(f"{key} exists: the filter was asked before")
         answer = await timed(paths["redisDayTier"], functools.partial(manager.analytics, filtered))
@@ -244,12 +245,19 @@ async def range_view(
 
     bench.say(days, "Redis result hits against raw GET + decode")
     document = (await manager.analytics(unfiltered)).value  # stores the result again if its TTL ran out
-    key = manager.keys.result("analytics", unfiltered.range, unfiltered.filters.fingerprint())
+    key = manager.keys.result_entry(
+        manager.keys.result("analytics", unfiltered.range, unfiltered.filters.fingerprint()), "zstd"
+    )
     hit, raw = Samples(), Samples()
-    decode = result_decoder(manager)
+    decode = result_decoder()
+
+    async def decoded_hit() -> Answer:
+        answer = await manager.analytics(unfiltered)
+        answer.value  # noqa: B018  # an in-process caller reads the document: the hit decodes it
+        return answer
 
     async def hit_read() -> None:
-        expect(await timed(hit, lambda: manager.analytics(unfiltered)), "redis", "redisResultHit")
+        expect(await timed(hit, decoded_hit), "redis", "redisResultHit")
 
     async def raw_read() -> None:
         await timed(raw, lambda: raw_get_decode(bench.redis, decode, key))
@@ -315,12 +323,24 @@ def _free_port() -> int:
         return port
 
 
+@dataclass(frozen=True)
+class ApiProcess:
+    """`litemaas-cache api` running as a child: its URL, process id and Redis key prefix."""
+
+    url: str
+    pid: int
+    prefix: str
+
+
 @contextlib.asynccontextmanager
-async def api_server(bench: Bench, token: str) -> AsyncIterator[str]:
-    """`litemaas-cache api` as a child process on a free loopback port, with its own key prefix; yields its URL."""
+async def api_server(bench: Bench, token: str) -> AsyncIterator[ApiProcess]:
+    """`litemaas-cache api` as a child process on a free loopback port, with its own key prefix."""
     port = _free_port()
+    prefix = bench.new_prefix()
     API_LOG.parent.mkdir(parents=True, exist_ok=True)
     log = API_LOG.open("wb")
+    # The benchmark measures serving, not the per-caller limits (LiteMaaS's defaults would stop it at 10 and 5).
+    unlimited = {"ADMIN_ANALYTICS_RATE_LIMIT": "1000000", "ADMIN_EXPORT_RATE_LIMIT": "1000000"}
     proc = await asyncio.create_subprocess_exec(
         str(Path(sys.executable).parent / "litemaas-cache"),
         "api",
@@ -328,13 +348,12 @@ async def api_server(bench: Bench, token: str) -> AsyncIterator[str]:
         "127.0.0.1",
         "--port",
         str(port),
-        # The benchmark measures serving, not the per-caller limit (LiteMaaS's default would stop it at 10).
-        env={**bench.env(bench.new_prefix()), "API_TOKEN": token, "ADMIN_ANALYTICS_RATE_LIMIT": "1000000"},
+        env={**bench.env(prefix), "API_TOKEN": token, **unlimited},
         stdout=asyncio.subprocess.DEVNULL,
         stderr=log,
     )
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield ApiProcess(f"http://127.0.0.1:{port}", proc.pid, prefix)
     finally:
         if proc.returncode is None:
             proc.terminate()
@@ -391,9 +410,10 @@ async def concurrent_requests(bench: Bench, days: DateRange) -> dict[str, Any]:
     bench.say(days, f"HTTP API, {CONCURRENT_REQUESTS} concurrent requests")
     token = secrets.token_hex(16)
     async with (
-        api_server(bench, token) as url,
+        api_server(bench, token) as api,
         aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}, timeout=HTTP_TIMEOUT) as session,
     ):
+        url = api.url
         await _wait_healthy(session, url)
         warm_tier = await _analytics(session, url, days)  # the day tiers (Redis under the API's prefix) hold the days
         answers, health = Samples(), Samples()
@@ -429,3 +449,118 @@ async def year_view(
     paths["cold"].add(memory["ms"])
     document = await postgres_reads(bench, pg_only, days, paths["postgresTier"], bench.runs.year)
     return view(bench.dataset, days, paths, sql_result, document), memory
+
+
+async def _served(session: aiohttp.ClientSession, url: str, days: DateRange, encoding: str) -> int:
+    """One warm read of the unfiltered document as the client gets it (not decompressed: the session's
+    auto_decompress is off); returns its size, after checking it was the Redis entry in the asked encoding."""
+    body = {"startDate": days.start.isoformat(), "endDate": days.end.isoformat()}
+    async with session.post(f"{url}{ANALYTICS_PATH}", json=body, headers={"Accept-Encoding": encoding}) as resp:
+        data = await resp.read()
+        served = resp.headers.get("Content-Encoding", "identity")
+        if resp.status != 200 or resp.headers.get("X-Cache-Tier") != "redis" or served != encoding:
+            raise RuntimeError(f"warm read: {resp.status}, tier {resp.headers.get('X-Cache-Tier')}, {served}")
+        return len(data)
+
+
+async def _raw_get(redis: Redis, key: str) -> int:
+    data = await redis.get(key)
+    if not isinstance(data, bytes):
+        raise RuntimeError(f"{key} is not in Redis")
+    return len(data)
+
+
+async def warm_http_reads(bench: Bench, manager: CacheManager, days: DateRange) -> dict[str, Any]:
+    """Warm HTTP reads of the view's analytics document (POST, a Redis hit served as stored) interleaved with raw
+    GETs of the Redis entry each is served from, per encoding the client accepts; identity clients for reference."""
+    bench.say(days, "warm HTTP reads against raw Redis GETs of the same key")
+    token = secrets.token_hex(16)
+    headers = {"Authorization": f"Bearer {token}"}
+    result: dict[str, Any] = {"view": f"{days.days}-day", "dataset": bench.dataset.name, "range": str(days)}
+    async with (
+        api_server(bench, token) as api,
+        aiohttp.ClientSession(headers=headers, timeout=HTTP_TIMEOUT, auto_decompress=False) as session,
+    ):
+        await _wait_healthy(session, api.url)
+        await _analytics(session, api.url, days)  # computes the document and stores it
+        keys = KeySpace.of_database(api.prefix, await manager.db.identity())
+        key = keys.result("analytics", days, UsageFilters().fingerprint())
+        for encoding in (*ENCODINGS, "identity"):
+            http, raw = Samples(), Samples()
+            entry = keys.result_entry(key, "zstd" if encoding == "identity" else encoding)  # type: ignore[arg-type]
+            sizes: dict[str, int] = {}
+
+            async def http_read(encoding: str = encoding, http: Samples = http, sizes: dict[str, int] = sizes) -> None:
+                sizes["body"] = await timed(http, lambda: _served(session, api.url, days, encoding))
+
+            async def raw_read(entry: str = entry, raw: Samples = raw, sizes: dict[str, int] = sizes) -> None:
+                sizes["entry"] = await timed(raw, lambda: _raw_get(bench.redis, entry))
+
+            await interleaved(bench.runs.warm, http_read, raw_read)
+            result[encoding] = {
+                "http": http.as_dict(),
+                "rawGet": raw.as_dict(),
+                "httpOverRawGet": ratio(http.p50, raw.p50),
+                "bodyBytes": sizes["body"],
+                "entryBytes": sizes["entry"],
+            }
+    return result
+
+
+EXPORT_PATH = "/api/v1/admin/usage/export"
+
+
+def _process_memory_mib(pid: int) -> dict[str, float]:
+    """A child's resident set now (VmRSS) and at its peak so far (VmHWM), in MiB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            fields[name] = int(value.split()[0]) / 1024  # kB
+    return {"rssMiB": round(fields["VmRSS"], 1), "peakRssMiB": round(fields["VmHWM"], 1)}
+
+
+async def _stream_export(session: aiohttp.ClientSession, url: str, days: DateRange, file_format: str) -> dict[str, Any]:
+    body = {"startDate": days.start.isoformat(), "endDate": days.end.isoformat(), "format": file_format}
+    started = time.perf_counter()
+    first_byte: float | None = None
+    size = chunks = 0
+    async with session.post(f"{url}{EXPORT_PATH}", json=body) as resp:
+        if resp.status != 200:
+            raise RuntimeError(f"POST {EXPORT_PATH}: {resp.status} {(await resp.read())[:300]!r}")
+        if resp.headers.get("Transfer-Encoding") != "chunked":
+            raise RuntimeError("the export was not streamed (no chunked transfer encoding)")
+        async for data, _ in resp.content.iter_chunks():
+            first_byte = first_byte or time.perf_counter()
+            size += len(data)
+            chunks += 1
+        tier = resp.headers.get("X-Cache-Tier", "?")
+    ended = time.perf_counter()
+    return {
+        "format": file_format,
+        "bytes": size,
+        "chunksReceived": chunks,
+        "tier": tier,
+        "firstByteMs": round(((first_byte or ended) - started) * 1000, 1),
+        "ms": round((ended - started) * 1000, 1),
+    }
+
+
+async def export_memory(bench: Bench, days: DateRange) -> dict[str, Any]:
+    """Exports of a long range by a fresh `litemaas-cache api` child (its own Redis prefix: the first one computes
+    the rows from the day tiers), CSV then JSON, each streamed and read in chunks; the child's peak RSS (VmHWM)
+    before the first and after each."""
+    bench.say(days, "exports streamed by the HTTP API, its peak RSS")
+    token = secrets.token_hex(16)
+    async with (
+        api_server(bench, token) as api,
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}, timeout=HTTP_TIMEOUT) as session,
+    ):
+        await _wait_healthy(session, api.url)
+        before = _process_memory_mib(api.pid)
+        exports = []
+        for file_format in ("csv", "json"):
+            exports.append(
+                {**await _stream_export(session, api.url, days, file_format), **_process_memory_mib(api.pid)}
+            )
+    return {"dataset": bench.dataset.name, "range": str(days), "days": days.days, "before": before, "exports": exports}

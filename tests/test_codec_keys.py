@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gzip
 import logging
 import os
 import re
@@ -14,6 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
+import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
@@ -21,13 +23,14 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from litemaas_cache.analytics import Page
-from litemaas_cache.codec import MAGIC, Codec, CorruptValue
+from litemaas_cache.codec import ENCODINGS, MAGIC, Body, CorruptValue, compress, decode_entry, encode_entry
 from litemaas_cache.dates import DateRange, utc_today
 from litemaas_cache.filters import UsageFilters, build_query
 from litemaas_cache.frames import MAGIC as DAY_MAGIC
 from litemaas_cache.frames import decode_columns, encode_day, read_header
 from litemaas_cache.manager import CacheManager
 from litemaas_cache.redis_tier.keys import RESULT_KINDS, KeySpace
+from litemaas_cache.vocabulary import ContentEncoding
 
 # -- codec (pure) ------------------------------------------------------------------------------------------
 
@@ -43,52 +46,70 @@ json_values = st.recursive(
 
 
 @settings(max_examples=200, deadline=None)
-@given(value=json_values, threshold=st.sampled_from([0, 16, 1024]))
-def test_codec_roundtrips_any_json_value(value: Any, threshold: int) -> None:
-    codec = Codec(threshold)
-    assert codec.decode(codec.encode(value)) == value
+@given(value=json_values, vector=st.lists(st.integers(min_value=0, max_value=2**40), max_size=5))
+def test_entries_roundtrip_any_json_value_in_every_encoding(value: Any, vector: list[int]) -> None:
+    body = Body.of(value)
+    for encoding in ENCODINGS:
+        read_vector, stored = decode_entry(encode_entry(vector, body, encoding), encoding)
+        assert read_vector == vector
+        served = Body(encoded={encoding: stored})
+        assert served.encoded(encoding) == stored, "a hit serves the stored bytes as they are"
+        assert served.value() == value
+        assert served.json() == orjson.dumps(value)
 
 
-def test_small_values_stay_raw_and_large_ones_are_compressed() -> None:
-    codec = Codec(compress_threshold=1024)
-    small = {"v": [1, 2], "r": {"totalRequests": 5}}
-    encoded = codec.encode(small)
-    assert encoded.startswith(MAGIC + b"j")
-    assert codec.decode(encoded) == small
-
-    large = {"rows": [[f"user-{i}", "key", None, "gpt-4o", "openai", i, i * 2, 3, 3, 0, 0.25] for i in range(2000)]}
-    raw_size = len(orjson.dumps(large))
-    encoded = codec.encode(large)
-    assert encoded.startswith(MAGIC + b"z")
-    assert len(encoded) < raw_size / 3, "zstd should shrink repetitive aggregates a lot"
-    assert codec.decode(encoded) == large
+def test_bodies_are_standard_gzip_and_zstd_and_compress_documents() -> None:
+    document = {"rows": [[f"user-{i}", "key", None, "gpt-4o", "openai", i, i * 2, 3, 3, 0, 0.25] for i in range(2000)]}
+    raw = orjson.dumps(document)
+    body = Body.of(document)
+    assert gzip.decompress(body.encoded("gzip")) == raw
+    assert zstandard.ZstdDecompressor().decompress(body.encoded("zstd")) == raw
+    assert len(body.encoded("zstd")) < len(raw) / 3, "zstd should shrink repetitive aggregates a lot"
+    assert len(body.encoded("gzip")) < len(raw) / 3
+    assert (body.has("zstd"), body.has("gzip")) == (True, True)
+    assert Body(encoded={"gzip": body.encoded("gzip")}).encoded("zstd") == body.encoded("zstd"), "transcoded"
 
 
-@pytest.mark.parametrize(
-    ("name", "make"),
-    [
-        ("empty", lambda good_raw, good_zstd: b""),
-        ("foreign, no magic", lambda good_raw, good_zstd: b'{"v": [1], "r": 2}'),
-        ("plain text", lambda good_raw, good_zstd: b"hello world"),
-        ("header only", lambda good_raw, good_zstd: MAGIC),
-        ("magic and kind, no body", lambda good_raw, good_zstd: MAGIC + b"j"),
-        ("wrong format version", lambda good_raw, good_zstd: b"LMC2" + good_raw[len(MAGIC) :]),
-        ("unknown encoding kind", lambda good_raw, good_zstd: MAGIC + b"x" + good_raw[len(MAGIC) + 1 :]),
-        ("truncated json", lambda good_raw, good_zstd: good_raw[:-3]),
-        ("truncated zstd frame", lambda good_raw, good_zstd: good_zstd[: len(good_zstd) // 2]),
-        ("corrupt zstd frame", lambda good_raw, good_zstd: MAGIC + b"z" + b"\x28\xb5\x2f\xfd garbage bytes"),
-        ("json kind holding zstd", lambda good_raw, good_zstd: MAGIC + b"j" + good_zstd[len(MAGIC) + 1 :]),
-        ("zstd kind holding json", lambda good_raw, good_zstd: MAGIC + b"z" + good_raw[len(MAGIC) + 1 :]),
-    ],
-)
-def test_undecodable_values_raise_corrupt_value(name: str, make: Callable[[bytes, bytes], bytes]) -> None:
-    value = {"v": [1, 2, 3], "r": {"rows": list(range(300))}}
-    good_raw = Codec(compress_threshold=10**9).encode(value)
-    good_zstd = Codec(compress_threshold=0).encode(value)
-    assert good_raw.startswith(MAGIC + b"j")
-    assert good_zstd.startswith(MAGIC + b"z")
+def _bad_entries(good_zstd: bytes, good_gzip: bytes) -> dict[str, bytes]:
+    start = len(MAGIC) + 9
+    length = int.from_bytes(good_zstd[len(MAGIC) + 1 : len(MAGIC) + 5], "big")
+    vector, body = good_zstd[start : start + length], good_zstd[start + length :]
+
+    def entry(vector: bytes, body: bytes, kind: bytes = b"z") -> bytes:
+        return MAGIC + kind + len(vector).to_bytes(4, "big") + len(body).to_bytes(4, "big") + vector + body
+
+    return {
+        "empty": b"",
+        "foreign, no magic": b'{"v": [1], "r": 2}',
+        "plain text": b"hello world",
+        "header only": MAGIC,
+        "magic and kind, no lengths": MAGIC + b"z",
+        "the previous format": b"LMC1z" + good_zstd[len(MAGIC) + 1 :],
+        "a gzip entry under the zstd key": good_gzip,
+        "unknown kind": entry(vector, body, b"x"),
+        "truncated body": good_zstd[:-3],
+        "trailing bytes": good_zstd + b"\x00",
+        "vector not json": entry(b"#" * length, body),
+        "vector not integers": entry(b'["a"]', body),
+        "vector not a list": entry(b"7", body),
+        "no body": entry(vector, b""),
+    }
+
+
+@pytest.mark.parametrize("name", list(_bad_entries(b"x" * 20, b"y" * 20)))
+def test_undecodable_entries_raise_corrupt_value(name: str) -> None:
+    body = Body.of({"rows": list(range(300))})
+    good_zstd, good_gzip = encode_entry([1, 2, 3], body, "zstd"), encode_entry([1, 2, 3], body, "gzip")
     with pytest.raises(CorruptValue):
-        Codec().decode(make(good_raw, good_zstd))
+        decode_entry(_bad_entries(good_zstd, good_gzip)[name], "zstd")
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_undecodable_bodies_raise_corrupt_value(encoding: ContentEncoding) -> None:
+    good = Body.of({"rows": list(range(300))}).encoded(encoding)
+    for bad in (good[: len(good) // 2], b"garbage bytes", compress(b"{not json", encoding)):
+        with pytest.raises(CorruptValue):
+            Body(encoded={encoding: bad}).value()
 
 
 # -- keys (pure) -------------------------------------------------------------------------------------------
@@ -153,13 +174,16 @@ async def test_garbage_in_result_and_day_keys_is_a_logged_miss(
     query = _query(days.start, days.end)
     first = await manager.analytics(query)
     assert first.tier == "source"
-    key = manager.keys.result("analytics", query.range, query.filters.fingerprint())
+    key = manager.keys.result_entry(manager.keys.result("analytics", query.range, query.filters.fingerprint()), "zstd")
     assert (await manager.analytics(query)).tier == "redis"
+    good = await redis_client.get(key)
+    assert good is not None
+    vector = decode_entry(good, "zstd")[0]
 
     bad_values = [
         b"garbage",  # foreign
-        Codec(0).encode({"v": [1], "r": 1})[:-4],  # truncated zstd
-        Codec().encode({"unexpected": "shape"}),  # ours, but not a result entry
+        good[: len(good) - 4],  # a truncated body: the vector matches, the length does not
+        encode_entry(vector, Body.of({"unexpected": "shape"}), "gzip"),  # ours, but the other encoding
         b"LMC9j{}",  # a future format version
     ]
     caplog.set_level(logging.WARNING, logger="litemaas_cache")
@@ -184,7 +208,7 @@ async def test_garbage_in_result_and_day_keys_is_a_logged_miss(
     assert header.day == day
     body = len(DAY_MAGIC) + 5 + int.from_bytes(good[len(DAY_MAGIC) + 1 : len(DAY_MAGIC) + 5], "big")
     columns = decode_columns(good)
-    older = Codec().encode({"day": day.isoformat(), "complete": True, "version": header.version, "table": {}})
+    older = b"LMC1j" + orjson.dumps({"day": day.isoformat(), "complete": True, "version": header.version})
     bad_days = {
         "foreign bytes": b"\x00\x01garbage",
         "the result codec's bytes": MAGIC + b"z" + b"nope",

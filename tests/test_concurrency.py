@@ -69,7 +69,7 @@ class Request:
         manager.dictionary.adopt((code, dim, value) for dim, found in codes.items() for value, code in found.items())
         by_day = coded_usage(rows, dims, codes).partition_by("date", as_dict=True, include_key=False)
         frames = [encode_day(d, by_day.get((d.isoformat(),), empty_frame()), is_complete=True, version=0) for d in days]
-        accumulator = RangeAccumulator(current, previous, await manager.service.code_filter(self.query.filters))
+        accumulator = RangeAccumulator(current, previous, (await manager.service.code_filter(self.query.filters))[0])
         accumulator.add(frames)
         summary = accumulator.summary(manager.dictionary)
         labels = await manager.service.labels(summary, self.dimension, self.query.filters)

@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 import polars as pl
 import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 
-from litemaas_cache.codec import Codec
 from litemaas_cache.daily_cache import FreshnessPolicy, PostgresDayCache
 from litemaas_cache.dates import DateRange, utc_today
 from litemaas_cache.db import Database
@@ -96,9 +96,10 @@ def payloads(days: dict[dt.date, DayFrame]) -> dict[dt.date, bytes]:
 
 
 def orjson_era_payload(day: dt.date, version: int) -> bytes:
-    """A day as the previous release stored it: the orjson Codec's encoding of a dictionary-encoded table."""
+    """A day as the previous release stored it: its orjson codec's encoding ("LMC1", "j" for uncompressed JSON) of
+    a dictionary-encoded table."""
     table = {"users": [], "keys": [], "aliases": [], "models": [], "providers": [], "columns": {}}
-    return Codec().encode({"day": day.isoformat(), "complete": True, "version": version, "table": table})
+    return b"LMC1j" + orjson.dumps({"day": day.isoformat(), "complete": True, "version": version, "table": table})
 
 
 async def rows(db: Database, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:

@@ -18,6 +18,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
+from litemaas_cache.codec import ENCODINGS, Body
 from litemaas_cache.dates import DateRange, utc_today
 from litemaas_cache.filters import AnalyticsQuery, build_query
 from litemaas_cache.manager import CacheManager
@@ -146,7 +147,9 @@ async def test_partially_overlapping_invalidation_makes_the_result_unreadable(
 
     report = await manager.invalidate(DateRange(day(10), day(20)))
     assert (report.days_purged, report.versions_bumped) == (3, 11), "days 10-12 were cached; 11 versions bumped"
-    assert await redis_client.exists(key) == 0, "a result overlapping the range is deleted"
+    assert await redis_client.exists(*(manager.keys.result_entry(key, e) for e in ENCODINGS)) == 0, (
+        "a result overlapping the range is deleted, in every encoding"
+    )
     assert await manager.redis.get_result(key, covered) is None
     recomputed = await manager.analytics(query)
     assert recomputed.tier == "source", "days 10-12 were purged from every tier"
@@ -158,7 +161,7 @@ async def test_partially_overlapping_invalidation_makes_the_result_unreadable(
     before = (await manager.analytics(query)).value
     await _bump_source_row(fresh_dsn, day(1), model, requests=700)
     report = await manager.invalidate(DateRange(day(1), day(1)))
-    assert await redis_client.exists(key) == 1, "the key's own range does not overlap day 1"
+    assert await redis_client.exists(manager.keys.result_entry(key, "gzip")) == 1, "its range does not overlap day 1"
     assert await manager.redis.get_result(key, covered) is None
     after = await manager.analytics(query)
     assert after.tier != "redis"
@@ -176,7 +179,7 @@ async def test_single_tier_invalidations(
 
     redis_only = await manager.invalidate(DateRange(day(4), day(4)), tiers=("redis",))
     assert (redis_only.days_purged, redis_only.versions_bumped) == (0, 0)
-    assert redis_only.keys_deleted == 2
+    assert redis_only.keys_deleted == 1 + len(ENCODINGS), "the day and the result, in each of its encodings"
     assert redis_only.redis_status == "done"
     again = await manager.analytics(query)
     assert (again.tier, again.value) == ("postgres", first.value), "PostgreSQL still has every day"
@@ -216,7 +219,8 @@ async def test_set_after_delete_race_never_serves_the_stale_result(
     report = await manager.invalidate(DateRange(day(10), day(10)))
     assert report.complete
     # 3. the reader finally writes what it computed from the old versions
-    assert await manager.redis.put_result(key, old_versions, stale_value, 600), "the write itself succeeds"
+    stale = Body.of(stale_value)
+    assert await manager.redis.put_result(key, old_versions, stale, 600), "the write itself succeeds"
     assert await manager.redis.put_days([old.days[day(10)]], lambda _: 600) == 1
 
     assert await manager.redis.get_result(key, covered) is None

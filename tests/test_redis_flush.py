@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 from redis.asyncio import Redis
 
-from litemaas_cache.codec import Codec
+from litemaas_cache.codec import ENCODINGS, Body
 from litemaas_cache.dates import DateRange, utc_today
 from litemaas_cache.filters import build_query
 from litemaas_cache.manager import CacheManager
@@ -62,8 +62,8 @@ async def test_flushall_after_an_invalidation_never_serves_a_stale_answer(
 
             # The slow computation finishes now and stores what it computed from the old versions. Merged into the
             # emptied mirror, those versions would make its stale result current again: it is refused.
-            assert await slow.redis.put_result(key, old_versions, old.value, TTL) is False
-            assert await raw.exists(key) == 0
+            assert await slow.redis.put_result(key, old_versions, Body.of(old.value), TTL) is False
+            assert await raw.exists(*(reader.keys.result_entry(key, e) for e in ENCODINGS)) == 0
 
             expected = sql_requests(fresh_dsn, days)
             assert expected == old.value["totalRequests"] + 1000
@@ -78,7 +78,7 @@ async def test_flushall_after_an_invalidation_never_serves_a_stale_answer(
             # stale result are never read.
             assert await slow.redis.put_days(old_days.values(), lambda _day: TTL) == len(old_days)
             assert set(await reader.redis.get_days(list(days))) == set(days) - {changed}
-            assert await slow.redis.put_result(key, old_versions, old.value, TTL) is True
+            assert await slow.redis.put_result(key, old_versions, Body.of(old.value), TTL) is True
             for manager in (reader, slow):
                 assert (await manager.analytics(query)).value["totalRequests"] == expected
         finally:
@@ -101,7 +101,7 @@ async def test_a_flush_during_a_resync_leaves_the_mirror_untrusted(tmp_path: Pat
                 await raw.flushall()  # lands after the re-sync began and before it merges
             return {day: 1}
 
-        store = RedisStore(server.url, keys, Codec(1024), versions_then_flush)
+        store = RedisStore(server.url, keys, versions_then_flush)
         try:
             assert await store.versions([day]) is None, "no complete mirror: Redis is not trusted"
             assert not await raw.hexists(keys.versions, MIRROR_COMPLETE)

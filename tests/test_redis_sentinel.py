@@ -156,7 +156,7 @@ async def test_reads_through_a_failover_give_no_error_and_no_wrong_answer(
         with setup.node(new_master) as client:
             assert client.exists(manager.keys.versions)
             key = manager.keys.result("analytics", queries[0].range, queries[0].filters.fingerprint())
-            assert client.exists(key)
+            assert client.exists(manager.keys.result_entry(key, "zstd"))
         assert (await manager.analytics(queries[0])).tier == "redis"
 
 
@@ -176,7 +176,9 @@ async def test_a_version_raise_the_failover_lost_is_repaired(
         invalidator = await open_manager(fresh_dsn, redis_url=setup.url, **FAST)
         old = await reader.analytics(query)
         assert (await reader.analytics(query)).tier == "redis"
-        key = reader.keys.result("analytics", query.range, query.filters.fingerprint())
+        key = reader.keys.result_entry(
+            reader.keys.result("analytics", query.range, query.filters.fingerprint()), "zstd"
+        )
         setup.wait("the replica to hold the result", lambda: _holds(setup, key))
 
         with setup.node(setup.replica) as replica:

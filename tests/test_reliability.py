@@ -14,6 +14,7 @@ import pytest
 from redis.asyncio import Redis
 
 from litemaas_cache.analytics import Page
+from litemaas_cache.codec import ENCODINGS
 from litemaas_cache.daily_cache import DAY_LOCK_NAMESPACE, MONTH_LOCK_NAMESPACE, month_key
 from litemaas_cache.dates import DateRange, utc_today
 from litemaas_cache.errors import BackendUnavailable
@@ -118,9 +119,12 @@ async def test_purge_and_stats_on_a_large_shared_redis_need_no_scan(fresh_dsn: s
                 report = await manager.invalidate(purged)
                 assert report.redis_status == "done"
                 assert report.complete
-                assert report.keys_deleted == 2 + 2, "the 2 day entries and the 2 results over them"
-                # 10 + 10 previous-period days and 6 + 6 of the other range, less 2; 1 result left; 3 shared keys
-                assert (await manager.stats())["redis"]["keyCount"] == 20 - 2 + 12 + 1 + 3
+                # the 2 day entries, and the 3 results over them (the analytics document, the by-user list and its
+                # first page), each in both of its encodings
+                assert report.keys_deleted == 2 + 3 * len(ENCODINGS)
+                # 10 + 10 previous-period days and 6 + 6 of the other range, less 2; 1 result left (in each
+                # encoding); 3 shared keys
+                assert (await manager.stats())["redis"]["keyCount"] == 20 - 2 + 12 + len(ENCODINGS) + 3
                 assert (await manager.analytics(_query(outside))).tier == "redis"
                 fresh = await manager.analytics(_query(days))
                 assert fresh.tier != "redis"

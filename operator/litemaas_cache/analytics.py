@@ -383,6 +383,11 @@ class Page:
         if not 1 <= self.limit <= MAX_PAGE_LIMIT:
             raise InvalidRequest("limit", f"{self.limit} is outside 1..{MAX_PAGE_LIMIT}")
 
+    @property
+    def fingerprint(self) -> str:
+        """The page as part of a cache key (no ':' in it)."""
+        return f"p{self.number}-l{self.limit}-{self.sort_by}-{'desc' if self.descending else 'asc'}"
+
     def check(self, dimension: Dimension) -> Page:
         """This page, when its sortBy is one of the breakdown's fields; else InvalidRequest naming sortBy."""
         if self.sort_by not in SORT_FIELDS[dimension]:
@@ -391,16 +396,21 @@ class Page:
         return self
 
 
-def paginate(dimension: Dimension, rows: Sequence[Row], page: Page) -> Row:
-    """Sort (stably: ties keep the rows' id order) and cut one page, in LiteMaaS's {data, pagination} envelope."""
+def ordered(dimension: Dimension, rows: Sequence[Row], page: Page) -> list[Row]:
+    """The rows sorted by the page's field and direction; stably, so ties keep the rows' id order."""
     page.check(dimension)
-    ordered = sorted(rows, key=lambda r: r[_IDENTITY[dimension]])
+    result = sorted(rows, key=lambda r: r[_IDENTITY[dimension]])
     name, name_key = _NAME_SORTS[dimension]
-    ordered.sort(key=name_key if page.sort_by == name else _METRIC_SORTS[page.sort_by], reverse=page.descending)
+    result.sort(key=name_key if page.sort_by == name else _METRIC_SORTS[page.sort_by], reverse=page.descending)
+    return result
+
+
+def paginate(dimension: Dimension, rows: Sequence[Row], page: Page) -> Row:
+    """Sort and cut one page, in LiteMaaS's {data, pagination} envelope."""
     first = (page.number - 1) * page.limit
-    total = len(ordered)
+    total = len(rows)
     return {
-        "data": ordered[first : first + page.limit],
+        "data": ordered(dimension, rows, page)[first : first + page.limit],
         "pagination": {
             "page": page.number,
             "limit": page.limit,

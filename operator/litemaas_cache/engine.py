@@ -89,6 +89,10 @@ class RangeAccumulator:
         self._previous_parts: list[pl.DataFrame] = []
         self._previous_users: list[pl.Series] = []
 
+    def filter_by(self, where: CodeFilter) -> None:
+        """Fold the chunks still to come with `where` (the same filters, now knowing codes registered since)."""
+        self._where = where.expression()
+
     def needs_columns(self, day: dt.date) -> bool:
         """Whether folding `day` needs its columns, or its header's summary is enough (unfiltered, and only the
         day's totals, active users and per-model sums are wanted: every day of the previous period, and the daily

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from .codec import Codec
 from .daily_cache import FreshnessPolicy, PostgresDayCache
 from .dates import DateRange
 from .day_store import TieredDayStore
@@ -53,7 +52,6 @@ class CacheManager:
             self.redis = RedisStore(
                 settings.redis_dsn,
                 self.keys,
-                Codec(settings.compress_threshold),
                 self.postgres.all_versions,
                 cluster=settings.redis_cluster,
                 timeout=settings.redis_socket_timeout,
@@ -81,6 +79,7 @@ class CacheManager:
         # What callers use, each one part's own method.
         self.analytics = self.service.analytics
         self.breakdown = self.service.breakdown
+        self.rows = self.service.rows
         self.filter_options = self.service.filter_options
         self.warm = self.maintenance.warm
         self.invalidate = self.maintenance.invalidate

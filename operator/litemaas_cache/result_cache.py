@@ -11,23 +11,30 @@ import asyncio
 import datetime as dt
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from .codec import Body
 from .dates import DateRange
 from .redis_tier import RedisTier
 from .settings import Settings
 from .stats import Counters
-from .vocabulary import Tier
+from .vocabulary import ContentEncoding, CounterName, Tier
 
 
 @dataclass(frozen=True)
 class Answer:
-    """A result and the tier that answered it."""
+    """A result (as a Body: decoded only if a caller asks for its value), the tier that answered it, and the day
+    versions it was computed from."""
 
-    value: Any
+    body: Body
     tier: Tier
     keys_written: int = 0
+    versions: dict[dt.date, int] = field(default_factory=dict)
+
+    @property
+    def value(self) -> Any:
+        return self.body.value()
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,11 @@ class ResultJob:
     ttl: int
     covered: DateRange
     compute: Callable[[], Awaitable[Computed]]
+    counted: bool = True
+    """False for a lookup made on behalf of another job (the full list a breakdown page is cut from): the client's
+    request, and its hit or miss, are counted once, on the job it asked for."""
+    derived: bool = False
+    """True when the computation only cuts another cached result (a breakdown page): not counted as one."""
 
 
 class ResultCache:
@@ -57,14 +69,15 @@ class ResultCache:
         self._counters = counters
         self._inflight: dict[str, asyncio.Future[Answer]] = {}
 
-    async def get(self, job: ResultJob) -> Answer:
-        """The job's result, from Redis or computed; one computation per key at a time in this process."""
+    async def get(self, job: ResultJob, encoding: ContentEncoding = "zstd") -> Answer:
+        """The job's result, from Redis (its stored `encoding`) or computed; one computation per key at a time in
+        this process."""
         if job.key in self._inflight:
             return await asyncio.shield(self._inflight[job.key])
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._inflight[job.key] = future
         try:
-            answer = await self._through_redis(job)
+            answer = await self._through_redis(job, encoding)
             future.set_result(answer)
             return answer
         except BaseException as exc:
@@ -74,40 +87,50 @@ class ResultCache:
         finally:
             del self._inflight[job.key]
 
-    async def _through_redis(self, job: ResultJob) -> Answer:
-        self._counters.add("requests")
+    async def _through_redis(self, job: ResultJob, encoding: ContentEncoding) -> Answer:
         days = list(job.covered)
         redis = self._redis
-        hit = await redis.get_result(job.key, days)
-        if hit is not None:
-            self._counters.add("result:redis:hit")
+
+        def count(counter: CounterName) -> None:
+            if job.counted:
+                self._counters.add(counter)
+
+        def hit(found: tuple[Body, list[int]]) -> Answer:
+            count("result:redis:hit")
+            body, vector = found
+            return Answer(body, "redis", versions=dict(zip(days, vector, strict=True)))
+
+        count("requests")
+        found = await redis.get_result(job.key, days, encoding)
+        if found is not None:
+            answer = hit(found)
             await redis.maybe_flush_stats()
-            return Answer(hit, "redis")
+            return answer
         if redis.enabled:
-            self._counters.add("result:redis:miss")
+            count("result:redis:miss")
         token = await redis.try_lock(job.key, self._settings.stampede_lock_seconds)
         if redis.available:
             self._counters.add("lock:acquired" if token is not None else "lock:contended")
         if token is None and redis.available:
-            waited, token = await self._wait_for_result(job.key, days)
+            waited, token = await self._wait_for_result(job.key, days, encoding)
             if waited is not None:
-                self._counters.add("result:redis:hit")
-                return Answer(waited, "redis")
+                return hit(waited)
         try:
             if token is not None:
                 # Check again under the lock: the previous holder may have stored the result between our miss and
                 # our lock, and computing it a second time is what the lock is there to prevent.
-                stored = await redis.get_result(job.key, days)
+                stored = await redis.get_result(job.key, days, encoding)
                 if stored is not None:
-                    self._counters.add("result:redis:hit")
-                    return Answer(stored, "redis")
+                    return hit(stored)
             return await self._compute(job)
         finally:
             if token is not None:
                 await redis.unlock(job.key, token)
             await redis.maybe_flush_stats()
 
-    async def _wait_for_result(self, key: str, days: list[dt.date]) -> tuple[Any | None, str | None]:
+    async def _wait_for_result(
+        self, key: str, days: list[dt.date], encoding: ContentEncoding
+    ) -> tuple[tuple[Body, list[int]] | None, str | None]:
         """Another process holds the lock: poll for its result for a bounded time.
 
         Returns (result, None) when it appears, (None, token) when the lock could be taken over because the holder
@@ -118,9 +141,9 @@ class ResultCache:
         while time.monotonic() < deadline:
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 0.25)
-            value = await self._redis.get_result(key, days)
-            if value is not None:
-                return value, None
+            found = await self._redis.get_result(key, days, encoding)
+            if found is not None:
+                return found, None
             if not self._redis.available:
                 break
             token = await self._redis.try_lock(key, self._settings.stampede_lock_seconds)
@@ -129,11 +152,13 @@ class ResultCache:
         return None, None
 
     async def _compute(self, job: ResultJob) -> Answer:
-        self._counters.add("computations")
+        if not job.derived:
+            self._counters.add("computations")
         computed = await job.compute()
         if computed.tier == "source":
             self._counters.add("requests:source")
         written = computed.keys_written
-        if await self._redis.put_result(job.key, computed.versions, computed.value, job.ttl):
+        body = Body.of(computed.value)
+        if await self._redis.put_result(job.key, computed.versions, body, job.ttl):
             written += 1
-        return Answer(computed.value, computed.tier, written)
+        return Answer(body, computed.tier, written, computed.versions)

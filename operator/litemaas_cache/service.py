@@ -13,6 +13,7 @@ free for health checks and Redis hits meanwhile.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 from .analytics import (
@@ -38,7 +39,9 @@ from .redis_tier.keys import KeySpace, ResultKind
 from .result_cache import Answer, Computed, ResultCache, ResultJob
 from .settings import Settings
 from .source import count_users, key_aliases, keys_with_aliases, load_users
-from .vocabulary import CodedColumn, Dimension
+from .vocabulary import CodedColumn, ContentEncoding, Dimension
+
+_BREAKDOWN_KINDS: dict[Dimension, ResultKind] = {"user": "by-user", "model": "by-model", "provider": "by-provider"}
 
 
 class AnalyticsService:
@@ -61,8 +64,8 @@ class AnalyticsService:
         self._freshness = freshness
         self._slots = asyncio.Semaphore(settings.max_concurrent_computations)
 
-    async def analytics(self, query: AnalyticsQuery) -> Answer:
-        """The admin analytics document for a validated query."""
+    async def analytics(self, query: AnalyticsQuery, encoding: ContentEncoding = "zstd") -> Answer:
+        """The admin analytics document for a validated query (a Redis hit is fetched in its stored `encoding`)."""
         await self._freshness.check_if_due()
         current, previous = query.range, query.range.previous()
 
@@ -73,11 +76,27 @@ class AnalyticsService:
             return self._computed(document, fetch)
 
         covered = DateRange(previous.start, current.end)
-        return await self._results.get(self._job("analytics", query, covered, compute))
+        return await self._results.get(self._job("analytics", query, covered, compute), encoding)
 
-    async def breakdown(self, dimension: Dimension, query: AnalyticsQuery, page: Page) -> Answer:
-        """One page of a by-user / by-model / by-provider breakdown (the full list is what gets cached)."""
+    async def breakdown(
+        self, dimension: Dimension, query: AnalyticsQuery, page: Page, encoding: ContentEncoding = "zstd"
+    ) -> Answer:
+        """One page of a by-user / by-model / by-provider breakdown. The full list is cached, and so is each page
+        cut from it, so a page asked again is served as stored instead of decoding the full list again."""
         page.check(dimension)
+        await self._freshness.check_if_due()
+
+        async def compute() -> Computed:
+            rows = await self.rows(dimension, query, counted=False)
+            document = await asyncio.to_thread(lambda: paginate(dimension, rows.value, page))
+            return Computed(document, rows.versions, rows.tier, rows.keys_written)
+
+        job = self._job(_BREAKDOWN_KINDS[dimension], query, query.range, compute, page.fingerprint)
+        return await self._results.get(replace(job, derived=True), encoding)
+
+    async def rows(self, dimension: Dimension, query: AnalyticsQuery, *, counted: bool = True) -> Answer:
+        """Every row of a breakdown, unpaginated and unsorted: the list its pages and the export are cut from
+        (`counted`: False when looked up for a page, whose own lookup counts the request)."""
         await self._freshness.check_if_due()
 
         async def compute() -> Computed:
@@ -86,11 +105,10 @@ class AnalyticsService:
             rows = await asyncio.to_thread(breakdown_rows, dimension, summary, labels)
             return self._computed(rows, fetch)
 
-        kind: ResultKind = f"by-{dimension}"  # type: ignore[assignment]
-        answer = await self._results.get(self._job(kind, query, query.range, compute))
-        return Answer(paginate(dimension, answer.value, page), answer.tier, answer.keys_written)
+        job = self._job(_BREAKDOWN_KINDS[dimension], query, query.range, compute)
+        return await self._results.get(replace(job, counted=counted))
 
-    async def filter_options(self, days: DateRange) -> Answer:
+    async def filter_options(self, days: DateRange, encoding: ContentEncoding = "zstd") -> Answer:
         """The models and users with usage in `days`, to choose filters from."""
         await self._freshness.check_if_due()
         query = AnalyticsQuery(start_date=days.start, end_date=days.end)
@@ -100,7 +118,7 @@ class AnalyticsService:
             labels = await self._labels(active_users(summary), [])
             return self._computed(await asyncio.to_thread(filter_options, summary, labels), fetch)
 
-        return await self._results.get(self._job("filter-options", query, days, compute))
+        return await self._results.get(self._job("filter-options", query, days, compute), encoding)
 
     @property
     def trend_rule(self) -> TrendRule:
@@ -131,12 +149,16 @@ class AnalyticsService:
                 total = await count_users(conn, filters.user_ids, active_users(summary))
         return Labels(known, aliases, total)
 
-    def _job(self, kind: ResultKind, query: AnalyticsQuery, covered: DateRange, compute: Any) -> ResultJob:
+    def _job(
+        self, kind: ResultKind, query: AnalyticsQuery, covered: DateRange, compute: Any, part: str = ""
+    ) -> ResultJob:
+        """The result job of a query; `part` names a piece of the result (a breakdown page) cached on its own."""
         # filter options share the breakdowns' TTL: both are lists read alongside the analytics document
         ttl = self._settings.ttl_analytics if kind == "analytics" else self._settings.ttl_breakdown
         if self._days.is_current(query.range.end):
             ttl = min(ttl, self._settings.ttl_current_day)
-        return ResultJob(self._keys.result(kind, query.range, query.filters.fingerprint()), ttl, covered, compute)
+        fingerprint = query.filters.fingerprint() + (f"-{part}" if part else "")
+        return ResultJob(self._keys.result(kind, query.range, fingerprint), ttl, covered, compute)
 
     @staticmethod
     def _computed(value: Any, fetch: DayFetch) -> Computed:
@@ -148,20 +170,27 @@ class AnalyticsService:
         """Fold the range (and the previous period) chunk by chunk, holding one chunk (and the next) at a time."""
         covered = [*current, *(previous or ())]
         async with self._slots:
-            where = await self.code_filter(filters)
+            where, complete = await self.code_filter(filters)
             accumulator = RangeAccumulator(current, previous, where, per_day=per_day)
             fetch = DayFetch()
             async for chunk in self._days.stream(covered, fetch, accumulator.needs_columns):
+                if not complete:
+                    # A filter value without a code yet (never seen in any cached day): the chunk just fetched from
+                    # the source may have registered it. Codes are append-only, so every earlier chunk rightly
+                    # matched nothing for it.
+                    where, complete = await self.code_filter(filters)
+                    accumulator.filter_by(where)
                 await asyncio.to_thread(accumulator.add, chunk)
             async with self._db.cache_connection() as conn:
                 await self._dictionary.learn_codes(conn, await asyncio.to_thread(accumulator.codes))
             summary = await asyncio.to_thread(accumulator.summary, self._dictionary)
         return summary, fetch
 
-    async def code_filter(self, filters: UsageFilters) -> CodeFilter:
-        """The filters as dictionary codes; an API-key filter also matches the keys whose alias it names."""
+    async def code_filter(self, filters: UsageFilters) -> tuple[CodeFilter, bool]:
+        """The filters as dictionary codes (an API-key filter also matches the keys whose alias it names), and
+        whether every value asked for has a code (else a day still to be fetched from the source may give it one)."""
         if filters.is_empty():
-            return CodeFilter()
+            return CodeFilter(), True
         async with self._db.cache_connection() as conn:
             aliased = await keys_with_aliases(conn, filters.api_key_ids)
             asked: dict[CodedColumn, list[str]] = {
@@ -173,4 +202,5 @@ class AnalyticsService:
             wanted = {column: values for column, values in asked.items() if values}
             await self._dictionary.learn_values(conn, wanted)
         codes = {column: tuple(self._dictionary.codes_of(column, values)) for column, values in wanted.items()}
-        return CodeFilter(**codes)
+        complete = all(len(codes[column]) == len(set(values)) for column, values in wanted.items())
+        return CodeFilter(**codes), complete

@@ -106,12 +106,6 @@ class Settings(BaseSettings):
         validation_alias="CACHE_VERSION_RESYNC_SECONDS",
         description="How often each process re-raises Redis's day-version mirror from PostgreSQL.",
     )
-    compress_threshold: int = Field(
-        default=1024,
-        ge=0,
-        validation_alias="CACHE_COMPRESS_THRESHOLD",
-        description="Redis result entries of at least this many bytes are zstd-compressed (day payloads always are).",
-    )
 
     ttl_historical_day: PositiveSeconds = Field(default=30 * 86400, validation_alias="CACHE_TTL_HISTORICAL_DAY")
     ttl_current_day: PositiveSeconds = Field(default=5 * 60, validation_alias="CACHE_TTL_CURRENT_DAY")
@@ -146,6 +140,19 @@ class Settings(BaseSettings):
         le=366,
         validation_alias=AliasChoices("ANALYTICS_MAX_RANGE_DAYS", "ADMIN_ANALYTICS_MAX_ANALYTICS_DAYS"),
         description="Longest range of an analytics document or breakdown (LiteMaaS's name works too).",
+    )
+    max_export_days: int = Field(
+        default=365,
+        ge=1,
+        le=366,
+        validation_alias="ADMIN_ANALYTICS_MAX_EXPORT_DAYS",
+        description="Longest range of an export (LiteMaaS's setting).",
+    )
+    currency_code: str = Field(
+        default="USD",
+        pattern=r"^[A-Z]{3}$",
+        validation_alias="CURRENCY_CODE",
+        description="ISO 4217 code of LiteLLM's spend, named in the export's cost column (not converted).",
     )
     trend_stable_percent: float = Field(
         default=1.0,

@@ -80,3 +80,10 @@ source rows changed after caching; rebuilds, invalidations and warms. metrics.py
 
 TimingName = Literal["warm", "invalidation"]
 """The durations the cache reports besides its counters (per process, never shared through Redis)."""
+
+ContentEncoding = Literal["zstd", "gzip"]
+"""How a result document is stored in Redis and served over HTTP: zstd to clients that offer it, gzip to the rest
+(every HTTP client accepts gzip); a client accepting neither gets the JSON decompressed."""
+
+ExportFormat = Literal["csv", "json"]
+"""The file formats of LiteMaaS's usage export."""

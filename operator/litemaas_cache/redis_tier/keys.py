@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..dates import DateRange
-from ..vocabulary import RateBucket
+from ..vocabulary import ContentEncoding, RateBucket
 
 # Fields of the version mirror that are not days (see RedisStore: how a flushed or failed-over mirror is noticed).
 MIRROR_INCARNATION = "incarnation"
@@ -61,6 +61,11 @@ class KeySpace:
 
     def result(self, kind: ResultKind, days: DateRange, fingerprint: str) -> str:
         return f"{self.prefix}res:{kind}:{days.start.isoformat()}:{days.end.isoformat()}:{fingerprint}"
+
+    def result_entry(self, key: str, encoding: ContentEncoding) -> str:
+        """Where a result (named by `result`: its lock, index entry and purge go by that name) is stored in one
+        encoding. Not a result key itself: result_range parses it to None."""
+        return f"{key}:{encoding}"
 
     def rate_limit(self, bucket: RateBucket, subject: str) -> str:
         """Requests of one caller (a Caller.subject, or an address) in the current window of one rate bucket."""

@@ -7,8 +7,10 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from ..codec import Body
 from ..dates import DateRange
 from ..frames import DayFrame
+from ..vocabulary import ContentEncoding
 from .keys import KeySpace
 from .store import RedisFailure
 
@@ -39,10 +41,12 @@ class NullRedisStore:
     async def put_days(self, days: Iterable[DayFrame], ttl: Callable[[DayFrame], int]) -> int:
         return 0
 
-    async def get_result(self, key: str, days: Sequence[dt.date]) -> Any | None:
+    async def get_result(
+        self, key: str, days: Sequence[dt.date], encoding: ContentEncoding = "zstd"
+    ) -> tuple[Body, list[int]] | None:
         return None
 
-    async def put_result(self, key: str, versions: dict[dt.date, int], value: Any, ttl: int) -> bool:
+    async def put_result(self, key: str, versions: dict[dt.date, int], body: Body, ttl: int) -> bool:
         return False
 
     async def purge(self, days: DateRange) -> int | None:

@@ -42,10 +42,11 @@ from redis.exceptions import (
 )
 from redis.exceptions import TimeoutError as RedisTimeout
 
-from ..codec import Codec, CorruptValue
+from ..codec import ENCODINGS, Body, CorruptValue, decode_entry, encode_entry
 from ..dates import DateRange
 from ..errors import CacheError
 from ..frames import DayFrame, UnreadablePayload, read_header
+from ..vocabulary import ContentEncoding
 from .breaker import BreakerState, CircuitBreaker
 from .connection import RedisClient, follow_master, open_client
 from .keys import MIRROR_COMPLETE, MIRROR_INCARNATION, KeySpace
@@ -172,7 +173,6 @@ class RedisStore:
         self,
         url: str,
         keys: KeySpace,
-        codec: Codec,
         version_source: VersionSource,
         *,
         cluster: bool = False,
@@ -186,7 +186,6 @@ class RedisStore:
         # an invalidation that could not reach Redis (run by a process that then exited) is repaired for every
         # reader within this bound once Redis is reachable again.
         self.resync_seconds = resync_seconds
-        self.codec = codec
         self.cluster = cluster
         self.timeout = timeout
         self._url = url
@@ -442,36 +441,45 @@ class RedisStore:
         return cast(int, await self._call("put-days", write, 0))
 
     # -- result entries ----------------------------------------------------------------------------------
-    async def get_result(self, key: str, days: Sequence[dt.date]) -> Any | None:
-        """A cached result whose version vector equals the mirror's current versions of `days`."""
+    async def get_result(
+        self, key: str, days: Sequence[dt.date], encoding: ContentEncoding = "zstd"
+    ) -> tuple[Body, list[int]] | None:
+        """A cached result, as its stored `encoding` (not decompressed), with its version vector; only when that
+        vector equals the mirror's current versions of `days` (and the mirror is complete)."""
 
-        async def read(client: RedisClient) -> Any | None:
+        async def read(client: RedisClient) -> tuple[Body, list[int]] | None:
             pipe = client.pipeline(transaction=False)
-            pipe.get(key)
+            pipe.get(self.keys.result_entry(key, encoding))
             pipe.hmget(self.keys.versions, _mirror_fields(days))
             data, mirror = await pipe.execute()
-            vector = _versions(mirror)
+            current = _versions(mirror)
             if data is None:
                 return None
             try:
-                entry = self.codec.decode(data)
-                entry_vector, value = entry["v"], entry["r"]
-            except (CorruptValue, KeyError, TypeError) as exc:
+                vector, body = decode_entry(data, encoding)
+            except CorruptValue as exc:
                 log.warning("ignoring unreadable redis entry %s: %s", key, exc)
                 return None
-            return value if entry_vector == vector else None
+            return (Body(encoded={encoding: body}), vector) if vector == current else None
 
-        return await self._call("get-result", read, None)
+        return cast(tuple[Body, list[int]] | None, await self._call("get-result", read, None))
 
-    async def put_result(self, key: str, versions: dict[dt.date, int], value: Any, ttl: int) -> bool:
-        """Store a result computed from days at `versions` (ordered by day), and index it until it expires."""
+    async def put_result(self, key: str, versions: dict[dt.date, int], body: Body, ttl: int) -> bool:
+        """Store a result computed from days at `versions` (ordered by day) in every encoding, and index it until
+        it expires."""
+        vector = [versions[d] for d in sorted(versions)]
+
+        def encode() -> dict[str, bytes]:
+            return {self.keys.result_entry(key, e): encode_entry(vector, body, e) for e in ENCODINGS}
+
+        entries = await asyncio.to_thread(encode)  # compressing a large result takes milliseconds: off the loop
 
         async def write(client: RedisClient) -> bool:
             await self._merge_entry_versions(client, versions)
-            vector = [versions[d] for d in sorted(versions)]
             now = time.time()
             pipe = client.pipeline(transaction=False)
-            pipe.set(key, self.codec.encode({"v": vector, "r": value}), ex=ttl)
+            for entry, data in entries.items():
+                pipe.set(entry, data, ex=ttl)
             pipe.zadd(self.keys.results_index, {key: now + ttl})
             pipe.zremrangebyscore(self.keys.results_index, "-inf", now)  # keeps the index to live entries
             await pipe.execute()
@@ -492,7 +500,8 @@ class RedisStore:
                 for key in map(_text, cast(list[bytes], live))
                 if (covered := self.keys.result_range(key)) is not None and covered.overlaps(days)
             ]
-            doomed = [*(self.keys.day(d) for d in days), *overlapping]
+            entries = [self.keys.result_entry(key, e) for key in overlapping for e in ENCODINGS]
+            doomed = [*(self.keys.day(d) for d in days), *entries]
             pipe = client.pipeline(transaction=False)
             for key in doomed:
                 # Not pipe.unlink(): on a cluster pipeline that is a multi-key coroutine and queues nothing.
@@ -589,7 +598,8 @@ class RedisStore:
                 memory = sum(int(v["used_memory"]) for v in per_node.values())
             else:
                 memory = int((await client.info("memory"))["used_memory"])
-            return {"keyCount": sum(int(p) for p in present) + int(results), "memoryUsedBytes": memory}
+            entries = int(results) * len(ENCODINGS)
+            return {"keyCount": sum(int(p) for p in present) + entries, "memoryUsedBytes": memory}
 
         return cast(dict[str, Any] | None, await self._call("info", info, None))
 

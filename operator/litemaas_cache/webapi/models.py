@@ -16,7 +16,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from ..analytics import DEFAULT_PAGE_LIMIT, DEFAULT_SORT, MAX_PAGE_LIMIT, MAX_PAGE_NUMBER, SORT_FIELDS
 from ..dates import ISO_DAY
 from ..filters import ID_PATTERN
-from ..vocabulary import Dimension, InvalidationTier
+from ..vocabulary import Dimension, ExportFormat, InvalidationTier
 
 
 def _iso_day_text(value: Any) -> Any:
@@ -54,6 +54,12 @@ class UsageFilterRequest(Request):
     modelIds: FilterIds
     providerIds: FilterIds
     apiKeyIds: FilterIds = Field(description="Key aliases (litellm_key_alias), or key hashes.")
+
+
+class ExportRequest(UsageFilterRequest):
+    """LiteMaaS's ExportQuery: the filters, and the file format."""
+
+    format: ExportFormat = Field(default="csv", description="csv (text/csv) or json (application/json).")
 
 
 class RangeQuery(Request):
@@ -315,6 +321,47 @@ BREAKDOWN_PAGES: dict[Dimension, type[Response]] = {
     "model": ModelBreakdownPage,
     "provider": ProviderBreakdownPage,
 }
+
+
+class ExportModelUsage(UserModelUsage):
+    averageLatency: float = Field(description="Always 0: LiteLLM's daily table records no latency.")
+
+
+class ExportUserMetrics(UserMetrics):
+    models: list[ExportModelUsage]  # type: ignore[assignment]
+
+
+class ExportUserRow(UserIdentity):
+    """A by-user row as LiteMaaS's export writes it (its service's shape: models carry averageLatency)."""
+
+    metrics: ExportUserMetrics
+
+
+class ExportFilters(Response):
+    """The range, and each id list the request sent (only those)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_serialization_defaults_required=False)
+
+    startDate: dt.date
+    endDate: dt.date
+    userIds: list[str] = Field(default_factory=list)
+    modelIds: list[str] = Field(default_factory=list)
+    providerIds: list[str] = Field(default_factory=list)
+    apiKeyIds: list[str] = Field(default_factory=list)
+
+
+class ExportMetadata(Response):
+    exportedAt: dt.datetime
+    breakdownType: Literal["user"]
+    filters: ExportFilters
+    recordCount: Count
+
+
+class ExportDocument(Response):
+    """The JSON export (format json; format csv answers text/csv with LiteMaaS's columns)."""
+
+    metadata: ExportMetadata
+    data: list[ExportUserRow]
 
 
 class FilterModel(Response):

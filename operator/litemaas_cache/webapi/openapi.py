@@ -74,6 +74,8 @@ def _operation(route: Route, refs: dict[object, dict[str, Any]]) -> dict[str, An
             **{str(status): {"description": _STATUS_TEXT[status], **error} for status in route.errors},
         },
     }
+    for media in route.files:
+        operation["responses"]["200"]["content"][media] = {"schema": {"type": "string"}}
     if route.access != "public":
         operation["security"] = [{"bearerAuth": []}]
         operation["x-required-permission"] = route.access

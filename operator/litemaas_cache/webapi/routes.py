@@ -5,6 +5,7 @@ each route requires) all read it. Handlers stay thin: parse through models.py, c
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
@@ -16,15 +17,18 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from ..analytics import Page
+from .. import export as files
+from ..analytics import Page, ordered
 from ..dates import MAX_LONG_RANGE_DAYS, DateRange, check_day, utc_now, utc_today
 from ..errors import BackendUnavailable, CacheError, DateOrderInvalid, DateRangeTooLarge, InvalidRequest, SourceMissing
 from ..filters import AnalyticsQuery, build_query
 from ..manager import CacheManager
 from ..result_cache import Answer
-from ..vocabulary import Dimension, Permission, RateBucket
+from ..settings import Settings
+from ..vocabulary import ContentEncoding, Dimension, Permission, RateBucket
 from . import models as m
 from .metrics_endpoint import METRICS_PATH, prometheus_metrics
+from .negotiation import accepted, encoded_response
 from .problems import ApiError, date_order, invalid_request, range_too_large, schema_error, unavailable
 from .security import CALLER
 
@@ -36,6 +40,7 @@ Access = Literal["public"] | Permission
 """public: no credentials; else the permission the caller must hold (vocabulary.Permission)."""
 ADMIN = "/api/v1/admin/usage"
 M = TypeVar("M", bound=BaseModel)
+EXPORT_ID_LISTS = ("userIds", "modelIds", "providerIds", "apiKeyIds")
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,8 @@ class Route:
     failure_code: str = "INTERNAL_ERROR"
     errors: tuple[int, ...] = (400, 401, 403, 429, 500, 503)
     media_type: str = "application/json"
+    files: tuple[str, ...] = ()
+    """Media types other than JSON a 200 may have (a file, described as text)."""
 
 
 # --- parsing and answering ---------------------------------------------------------------------------------------
@@ -64,8 +71,14 @@ def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) 
     return web.Response(body=orjson.dumps(value), status=status, content_type="application/json", headers=headers)
 
 
-def _answer(answer: Answer) -> web.Response:
-    return _json(answer.value, headers={TIER_HEADER: answer.tier})
+def _stored(request: web.Request) -> ContentEncoding:
+    """The stored encoding to fetch for this client: the one it accepts best (zstd for identity: the fastest to
+    decompress)."""
+    return accepted(request.headers.get("Accept-Encoding")) or "zstd"
+
+
+async def _answer(request: web.Request, answer: Answer) -> web.Response:
+    return await encoded_response(request, answer.body, {TIER_HEADER: answer.tier})
 
 
 async def _body(request: web.Request, model: type[M]) -> M:
@@ -106,8 +119,14 @@ def _manager(request: web.Request) -> CacheManager:
 
 async def _analytics_query(request: web.Request, user_ids: list[str] | None = None) -> AnalyticsQuery:
     """The filters of the body as a validated query (ANALYTICS_MAX_RANGE_DAYS and _MAX_FILTER_IDS apply)."""
-    body = await _body(request, m.UsageFilterRequest)
     settings = _manager(request).settings
+    return _query_of(await _body(request, m.UsageFilterRequest), settings, settings.max_range_days, user_ids)
+
+
+def _query_of(
+    body: m.UsageFilterRequest, settings: Settings, max_days: int, user_ids: list[str] | None = None
+) -> AnalyticsQuery:
+    """A request's filters as a validated query of at most `max_days` (ANALYTICS_MAX_FILTER_IDS applies)."""
     return build_query(
         body.startDate,
         body.endDate,
@@ -115,7 +134,7 @@ async def _analytics_query(request: web.Request, user_ids: list[str] | None = No
         model_ids=body.modelIds,
         provider_ids=body.providerIds,
         api_key_ids=body.apiKeyIds,
-        max_days=settings.max_range_days,
+        max_days=max_days,
         max_ids=settings.max_filter_ids,
     )
 
@@ -138,7 +157,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def analytics(request: web.Request) -> web.Response:
-    return _answer(await _manager(request).analytics(await _analytics_query(request)))
+    return await _answer(request, await _manager(request).analytics(await _analytics_query(request), _stored(request)))
 
 
 async def own_analytics(request: web.Request) -> web.Response:
@@ -147,17 +166,48 @@ async def own_analytics(request: web.Request) -> web.Response:
     user_id = caller.user_id if caller is not None else None
     if not user_id:
         raise ApiError(403, "FORBIDDEN", "this route answers for a LiteMaaS user: the caller has no user id")
-    return _answer(await _manager(request).analytics(await _analytics_query(request, [user_id])))
+    query = await _analytics_query(request, [user_id])
+    return await _answer(request, await _manager(request).analytics(query, _stored(request)))
 
 
 def _breakdown(dimension: Dimension) -> Handler:
     async def handler(request: web.Request) -> web.Response:
         paging = _query(request, m.PAGINATION_QUERIES[dimension])
         page = Page(paging.page, paging.limit, paging.sortBy, paging.sortOrder == "desc")  # type: ignore[attr-defined]
-        return _answer(await _manager(request).breakdown(dimension, await _analytics_query(request), page))
+        query = await _analytics_query(request)
+        return await _answer(request, await _manager(request).breakdown(dimension, query, page, _stored(request)))
 
     handler.__name__ = f"by_{dimension}"
     return handler
+
+
+async def export(request: web.Request) -> web.StreamResponse:
+    """Every by-user row of the range (up to ADMIN_ANALYTICS_MAX_EXPORT_DAYS) as LiteMaaS's CSV or JSON file, in the
+    by-user default order. Streamed a chunk of rows at a time, each made off the event loop: the rows are held once,
+    the file never whole."""
+    asked = await _body(request, m.ExportRequest)
+    manager = _manager(request)
+    settings = manager.settings
+    query = _query_of(asked, settings, settings.max_export_days)
+    answer = await manager.rows("user", query)
+    rows = await asyncio.to_thread(lambda: ordered("user", answer.value, Page()))
+    if asked.format == "csv":
+        chunks = files.csv_chunks(rows, settings.currency_code)
+    else:
+        sent = {name: getattr(asked, name) for name in EXPORT_ID_LISTS if name in asked.model_fields_set}
+        chunks = files.json_chunks(rows, files.metadata(utc_now(), query.range, sent, len(rows)))
+    name = files.filename(query.range, asked.format)
+    response = web.StreamResponse(
+        headers={"Content-Disposition": f'attachment; filename="{name}"', TIER_HEADER: answer.tier}
+    )
+    response.content_type = files.CONTENT_TYPES[asked.format]
+    response.charset = "utf-8"
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+        await response.write(chunk)
+    await response.write_eof()
+    return response
 
 
 async def filter_options(request: web.Request) -> web.Response:
@@ -165,7 +215,7 @@ async def filter_options(request: web.Request) -> web.Response:
     if asked.startDate > asked.endDate:
         raise ApiError(400, "INVALID_DATE_RANGE", "startDate must be before or equal to endDate")
     days = _range(asked.startDate, asked.endDate, MAX_LONG_RANGE_DAYS)
-    return _answer(await _manager(request).filter_options(days))
+    return await _answer(request, await _manager(request).filter_options(days, _stored(request)))
 
 
 async def cache_metrics(request: web.Request) -> web.Response:
@@ -189,7 +239,7 @@ async def rebuild_cache(request: web.Request) -> web.Response:
     """A range (by default the last ANALYTICS_MAX_RANGE_DAYS days) purged and computed again."""
     asked = await _body(request, m.RebuildCacheRequest)
     manager = _manager(request)
-    end = asked.endDate or utc_today()
+    end = check_day(asked.endDate, "endDate") if asked.endDate else utc_today()  # before any arithmetic on it
     start = asked.startDate or end - dt.timedelta(days=manager.settings.max_range_days - 1)
     days = _range(start, end, MAX_LONG_RANGE_DAYS)
     report = await manager.rebuild(days)
@@ -254,6 +304,18 @@ ROUTES: tuple[Route, ...] = (
             failure_code=f"{dimension.upper()}_BREAKDOWN_FAILED",
         )
         for dimension in m.BREAKDOWN_PAGES
+    ),
+    Route(
+        "POST",
+        f"{ADMIN}/export",
+        export,
+        "Every by-user row of a range as a CSV or JSON file, streamed",
+        "admin:usage:read",
+        m.ExportDocument,
+        bucket="export",
+        body=m.ExportRequest,
+        failure_code="EXPORT_FAILED",
+        files=("text/csv",),
     ),
     Route(
         "GET",
