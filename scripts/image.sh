@@ -32,7 +32,7 @@ suite=bookworm
 base_packages=(python3 python3-venv ca-certificates)
 host_packages=(podman buildah runc debootstrap)
 
-say() { echo "image.sh: $*" >&2; }
+say() { echo "image.sh: [${SECONDS}s] $*" >&2; }
 die() { say "$*"; exit 1; }
 
 apt_install() {
@@ -168,6 +168,7 @@ cmd_build() {
         --build-arg "PYTHON_IMAGE=$python_image" \
         --tag "$image" \
         "$repo_root" >/dev/null
+    say "built $image"
     echo "$image"
 }
 
