@@ -30,7 +30,8 @@ image="${LITEMAAS_IMAGE:-localhost/litemaas-cache-operator:$version}"
 host_ca=/etc/ssl/certs/ca-certificates.crt
 suite=bookworm
 base_packages=(python3 python3-venv ca-certificates)
-host_packages=(podman buildah runc debootstrap)
+# podman's network stack, signature policy and uid maps are recommends of podman: named, as recommends are not installed
+host_packages=(podman buildah runc debootstrap netavark aardvark-dns golang-github-containers-common uidmap)
 
 say() { echo "image.sh: [${SECONDS}s] $*" >&2; }
 die() { say "$*"; exit 1; }
@@ -41,16 +42,13 @@ apt_install() {
         apt-get update -qq
     fi
     say "installing $*"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=600 \
+        "$@" >/dev/null
 }
 
 install_missing() {
     local missing=() pkg
     for pkg in "${host_packages[@]}"; do
-        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
-    done
-    # podman's default network stack and image signature policy come as recommends; name them explicitly
-    for pkg in netavark aardvark-dns golang-github-containers-common uidmap; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
     done
     if ((${#missing[@]})); then apt_install "${missing[@]}"; fi

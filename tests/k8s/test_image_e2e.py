@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from litemaas_cache.dates import utc_today
-from tests.conftest import REPO_ROOT, create_database, drop_database, managed
+from tests.conftest import REPO_ROOT, managed
 from tests.k8s.conftest import SESSION, KubeCluster
 from tests.k8s.image_support import SELF_CHECK, ContainerRun, Podman, build_image, container_run
 from tests.k8s.operator_support import apply, condition, get, http_json, wait_for
@@ -44,20 +44,13 @@ def podman() -> Podman:
 
 
 @pytest.fixture(scope="module")
-def image_dsn(seeded_dsn: str) -> Iterator[str]:
-    dsn = create_database(seeded_dsn)
-    yield dsn
-    drop_database(dsn)
-
-
-@pytest.fixture(scope="module")
-def key_prefix(image_dsn: str) -> Iterator[str]:
+def key_prefix(module_dsn: str) -> Iterator[str]:
     """The release's Redis key prefix on the shared Redis; its keys are removed afterwards."""
     prefix = f"image:{uuid.uuid4().hex[:8]}:"
     yield prefix
 
     async def remove() -> None:
-        async with managed(image_dsn, prefix):
+        async with managed(module_dsn, prefix):
             pass
 
     asyncio.run(remove())
@@ -133,7 +126,7 @@ def test_operator_from_the_image_reconciles_the_samples_as_the_charts_service_ac
     podman: Podman,
     release: dict[str, Any],
     namespace: str,
-    image_dsn: str,
+    module_dsn: str,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -146,7 +139,7 @@ def test_operator_from_the_image_reconciles_the_samples_as_the_charts_service_ac
     run = container_run(
         podman,
         deployment,
-        secrets={"DATABASE_URL": image_dsn, "REDIS_URL": os.environ["REDIS_URL"]},
+        secrets={"DATABASE_URL": module_dsn, "REDIS_URL": os.environ["REDIS_URL"]},
         overrides={"KUBECONFIG": KUBECONFIG_IN_CONTAINER, "OPERATOR_LIVENESS": liveness},
         mounts={kubeconfig: KUBECONFIG_IN_CONTAINER},
     )
@@ -205,14 +198,14 @@ def test_operator_from_the_image_reconciles_the_samples_as_the_charts_service_ac
 
 
 def test_api_from_the_image_answers_health_and_an_authenticated_analytics_call(
-    podman: Podman, release: dict[str, Any], image_dsn: str
+    podman: Podman, release: dict[str, Any], module_dsn: str
 ) -> None:
     token = secrets.token_urlsafe(32)
     port = free_port()
     run = container_run(
         podman,
         release["api"],
-        secrets={"DATABASE_URL": image_dsn, "REDIS_URL": os.environ["REDIS_URL"], "API_TOKEN": token},
+        secrets={"DATABASE_URL": module_dsn, "REDIS_URL": os.environ["REDIS_URL"], "API_TOKEN": token},
         overrides={"API_HOST": "127.0.0.1", "API_PORT": str(port)},
         mounts={},
     )
@@ -248,7 +241,7 @@ def test_api_from_the_image_answers_health_and_an_authenticated_analytics_call(
         log = logs(podman, run)
 
     async def expected() -> int:
-        async with open_oracle(image_dsn) as oracle:
+        async with open_oracle(module_dsn) as oracle:
             sums = await oracle.group(today - dt.timedelta(days=6), today, Filters([], [], [], []))
         return sums[()].requests
 
