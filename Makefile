@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv services test lint typecheck pytest demo image cluster-up cluster-down bench bench-full clean
+.PHONY: venv services test lint typecheck pytest demo image cluster-up cluster-down bench bench-full generate clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,8 @@ services:
 	bash scripts/services.sh up
 
 lint: venv
-	$(BIN)/ruff check operator tests bench
-	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/ruff check operator tests bench scripts
+	$(BIN)/ruff format --check operator tests bench scripts
 
 typecheck: venv
 	$(BIN)/mypy
@@ -51,6 +51,12 @@ bench: venv services
 
 bench-full: venv services
 	eval "$$(bash scripts/services.sh env)" && $(BIN)/python -m bench.run --full $(BENCH_ARGS)
+
+# Every generated file from its one source: the CRDs (crds/, manifests/crds/, the chart's files/crds/) from the
+# pydantic models, manifests/ from the chart. Needs helm (HELM, or `bash tests/cluster/build.sh`). Idempotent: on a
+# clean tree it leaves no diff; tests/test_generated.py fails when a file drifts.
+generate: venv
+	PYTHONPATH=$(CURDIR)/operator:$(CURDIR) $(BIN)/python -m scripts.generate
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 import pytest_asyncio
+from scripts import generate
 
 from litemaas_cache.db import Database
 from litemaas_cache.manager import CacheManager
@@ -41,7 +42,8 @@ def _admin(sql: str) -> None:
         conn.execute(sql)  # type: ignore[arg-type]
 
 
-async def _prepare(dsn: str) -> None:
+async def prepare_database(dsn: str) -> None:
+    """Migrate, create LiteLLM's and LiteMaaS's source tables, and seed them (the session database, private servers)."""
     async with Database(dsn) as db:
         await migrate(db)
         await create_source_tables(db)
@@ -55,7 +57,7 @@ def seeded_dsn() -> Iterator[str]:
     _admin(f"DROP DATABASE IF EXISTS {name}")
     _admin(f"CREATE DATABASE {name}")
     dsn = with_database(base_dsn(), name)
-    asyncio.run(_prepare(dsn))
+    asyncio.run(prepare_database(dsn))
     yield dsn
     drop_database(dsn)
 
@@ -241,3 +243,19 @@ async def oracle(module_dsn: str) -> AsyncIterator[Oracle]:
 async def picks(oracle: Oracle) -> Picks:
     """Real ids of the seeded data for the filter scenarios."""
     return await pick_ids(oracle)
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    """The helm binary: HELM, the one tests/cluster/build.sh built, or PATH's (no cluster needed)."""
+    if os.environ.get("LITEMAAS_SKIP_K8S") == "1":
+        pytest.skip("LITEMAAS_SKIP_K8S=1")
+    found = generate.find_helm()
+    if found is not None and not os.access(found, os.X_OK):
+        pytest.fail(f"helm at {found} (from HELM or the build cache) is not an executable file")
+    if found is None:
+        pytest.fail(
+            "helm not found: set HELM=/path/to/helm, build it with `bash tests/cluster/build.sh` (it lands in "
+            "~/.cache/litemaas-cache-operator/bin/<tag>/helm), put it on PATH, or set LITEMAAS_SKIP_K8S=1 to skip"
+        )
+    return found

@@ -1,5 +1,5 @@
-"""The Helm chart (charts/litemaas-cache-operator): lint, rendered objects, values documentation, the CRD copies and
-the plain manifests/ that mirror its default render.
+"""The Helm chart (charts/litemaas-cache-operator): lint, rendered objects, values documentation, and the plain
+manifests/ (rendered from it by `make generate`) that mirror its default render.
 
 Needs the helm binary (env HELM, else the one tests/cluster/build.sh builds, else PATH) but no cluster. Without helm
 these tests fail; LITEMAAS_SKIP_K8S=1 skips them.
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,13 +18,11 @@ from typing import Any
 
 import pytest
 import yaml
+from scripts import generate
+from scripts.generate import CHART, MANIFESTS, NAMESPACE, RELEASE
 
-ROOT = Path(__file__).resolve().parents[1]
-CHART = ROOT / "charts" / "litemaas-cache-operator"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
-MANIFESTS = ROOT / "manifests"
 SNAPSHOT = Path(__file__).parent / "chart_snapshots" / "default.yaml"
-RELEASE, NAMESPACE = "litemaas-cache-operator", "litemaas-cache"
 
 API_CREDENTIALS = ("API_TOKEN", "JWT_SECRET", "ADMIN_API_KEYS")
 SECRET_ENV = {"DATABASE_URL", "LITELLM_DATABASE_URL", "REDIS_URL", "REDIS_PASSWORD", *API_CREDENTIALS}
@@ -37,35 +34,8 @@ HELM_ONLY_LABELS = {"helm.sh/chart", "app.kubernetes.io/managed-by"}
 Doc = dict[str, Any]
 
 
-def _find_helm() -> str | None:
-    if os.environ.get("HELM"):
-        return os.environ["HELM"]
-    cache = Path(os.environ.get("LITEMAAS_CACHE_DIR", Path.home() / ".cache" / "litemaas-cache-operator"))
-    built = [p for p in (cache / "bin").glob("*/helm") if (p.parent / ".complete").exists() and os.access(p, os.X_OK)]
-    if built:
-        return str(max(built, key=lambda p: p.stat().st_mtime))
-    return shutil.which("helm")
-
-
-@pytest.fixture(scope="session")
-def helm() -> str:
-    if os.environ.get("LITEMAAS_SKIP_K8S") == "1":
-        pytest.skip("LITEMAAS_SKIP_K8S=1")
-    found = _find_helm()
-    if found is not None and not os.access(found, os.X_OK):
-        pytest.fail(f"helm at {found} (from HELM or the build cache) is not an executable file")
-    if found is None:
-        pytest.fail(
-            "helm not found: set HELM=/path/to/helm, build it with `bash tests/cluster/build.sh` (it lands in "
-            "~/.cache/litemaas-cache-operator/bin/<tag>/helm), put it on PATH, or set LITEMAAS_SKIP_K8S=1 to skip"
-        )
-    return found
-
-
 def run_helm(helm: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    # An empty KUBECONFIG and HOME-independent caches: rendering must never depend on, or touch, a cluster.
-    env = {**os.environ, "KUBECONFIG": os.devnull, "HELM_CACHE_HOME": "/tmp/helm-test-cache"}
-    result = subprocess.run([helm, *args], capture_output=True, text=True, timeout=120, env=env, check=False)
+    result = generate.run_helm(helm, *args)
     if check and result.returncode != 0:
         pytest.fail(f"helm {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
@@ -183,7 +153,11 @@ def test_default_render(helm: str) -> None:
     assert pod["serviceAccountName"] == one(docs, "ServiceAccount")["metadata"]["name"]
     (container,) = pod["containers"]
     assert container["args"] == ["operator"]
-    assert container["ports"] == [{"name": "health", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["ports"] == [
+        {"name": "health", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": 8081, "protocol": "TCP"},  # METRICS_PORT's default
+    ]
+    assert "METRICS_PORT" not in env_of(container)
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert "readinessProbe" not in container, "an operator has nothing to be ready for"
     env = env_of(container)
@@ -208,7 +182,7 @@ def test_default_render_matches_snapshot(helm: str) -> None:
     assert SNAPSHOT.exists(), f"{SNAPSHOT} is missing; create it with UPDATE_CHART_SNAPSHOTS=1"
     assert text == SNAPSHOT.read_text(), (
         "the default render changed; review `helm template` and refresh with UPDATE_CHART_SNAPSHOTS=1 "
-        "(and keep manifests/ in step)"
+        "(and run `make generate`)"
     )
 
 
@@ -415,12 +389,130 @@ def test_crds_disabled_and_not_kept(helm: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "typo", ["imag.tag=x", "config.redisPortt=1", "api.service.typ=NodePort", "watchNamespace=Bad_NS"]
+    "typo",
+    [
+        "imag.tag=x",
+        "config.redisPortt=1",
+        "api.service.typ=NodePort",
+        "watchNamespace=Bad_NS",
+        "metrics.serviceMonitor.intervall=1m",
+        "metrics.prometheusRule.breakerOpenFor=5 minutes",
+        "metrics.prometheusRule.hitRateThreshold=2",
+    ],
 )
 def test_schema_rejects_typos(helm: str, typo: str) -> None:
     result = run_helm(helm, "template", RELEASE, str(CHART), "--set", typo, check=False)
     assert result.returncode != 0, f"--set {typo} was accepted"
     assert "values don't meet the specifications of the schema" in result.stderr
+
+
+# --- monitoring: ServiceMonitor, PrometheusRule, Grafana dashboard ------------------------------------------------
+
+MONITORING = CHART / "ci" / "monitoring-values.yaml"
+MONITORING_KINDS = ("ServiceMonitor", "PrometheusRule", "ConfigMap")
+
+
+def _selects(selector: Doc, labels: dict[str, str]) -> bool:
+    """A LabelSelector (matchLabels, and matchExpressions with In) against an object's labels."""
+    if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        assert expression["operator"] == "In", expression
+        if labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return True
+
+
+def _alerts(docs: list[Doc]) -> dict[str, Doc]:
+    (group,) = one(docs, "PrometheusRule")["spec"]["groups"]
+    return {rule["alert"]: rule for rule in group["rules"]}
+
+
+def test_monitoring_is_off_by_default(helm: str) -> None:
+    docs = render(helm, "--set", "api.enabled=true")
+    for kind in MONITORING_KINDS:
+        assert not of_kind(docs, kind), kind
+    assert [doc["metadata"]["name"] for doc in of_kind(docs, "Service")] == [f"{RELEASE}-api"]
+
+
+def test_service_monitor_scrapes_the_operator_and_the_api(helm: str) -> None:
+    values = yaml.safe_load(MONITORING.read_text())["metrics"]["serviceMonitor"]
+    docs = render(helm, "--values", str(MONITORING))
+    monitor = one(docs, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    spec = monitor["spec"]
+    assert spec["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    scraped = {
+        doc["metadata"]["name"]: doc
+        for doc in of_kind(docs, "Service")
+        if _selects(spec["selector"], doc["metadata"]["labels"])
+    }
+    assert set(scraped) == {f"{RELEASE}-metrics", f"{RELEASE}-api"}
+    endpoints = {endpoint["port"]: endpoint for endpoint in spec["endpoints"]}
+    assert set(endpoints) == {"metrics", "http"}
+    for endpoint in endpoints.values():
+        assert endpoint["path"] == "/metrics"
+        assert (endpoint["interval"], endpoint["scrapeTimeout"]) == (values["interval"], values["scrapeTimeout"])
+    # Each endpoint's port is a port of one scraped Service, which reaches a container port of the pods it selects.
+    deployments = of_kind(docs, "Deployment")
+    for port in endpoints:
+        (service,) = [s for s in scraped.values() if port in {p["name"] for p in s["spec"]["ports"]}]
+        (service_port,) = [p for p in service["spec"]["ports"] if p["name"] == port]
+        (deployment,) = [
+            d
+            for d in deployments
+            if _selects({"matchLabels": service["spec"]["selector"]}, d["spec"]["template"]["metadata"]["labels"])
+        ]
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert service_port["targetPort"] in {p["name"] for p in container["ports"]}, (port, service_port)
+
+    without_api = render(helm, "--set", "metrics.serviceMonitor.enabled=true")
+    assert [e["port"] for e in one(without_api, "ServiceMonitor")["spec"]["endpoints"]] == ["metrics"]
+
+
+def test_prometheus_rule_alerts_follow_the_values(helm: str) -> None:
+    values = yaml.safe_load(MONITORING.read_text())["metrics"]["prometheusRule"]
+    alerts = _alerts(render(helm, "--values", str(MONITORING)))
+    assert set(alerts) == {"LitemaasCacheRedisBreakerOpen", "LitemaasCacheWarmingFailing", "LitemaasCacheHitRateLow"}
+    for rule in alerts.values():
+        assert rule["labels"] == {"severity": "critical"}
+        assert rule["annotations"]["summary"]
+        assert rule["annotations"]["description"]
+        assert f'namespace="{NAMESPACE}"' in rule["expr"]
+    breaker = alerts["LitemaasCacheRedisBreakerOpen"]
+    assert breaker["for"] == values["breakerOpenFor"]
+    assert 'litemaas_cache_redis_breaker_state{state="open"' in breaker["expr"]
+    assert "{{ $labels.pod }}" in breaker["annotations"]["description"]  # Prometheus's template, not Helm's
+    warming = alerts["LitemaasCacheWarmingFailing"]
+    assert warming["expr"].count(f"[{values['warmFailureWindow']}]") == 2
+    assert f'job="{RELEASE}-metrics"' in warming["expr"]  # the operator's warms
+    hit_rate = alerts["LitemaasCacheHitRateLow"]
+    assert hit_rate["for"] == values["hitRateFor"]
+    assert f"< {values['hitRateThreshold']}" in hit_rate["expr"]
+    assert f"> {values['hitRateMinRequestsPerSecond']}" in hit_rate["expr"]
+    assert hit_rate["expr"].count(f"[{values['hitRateWindow']}]") == 3
+    assert f'job="{RELEASE}-api"' in hit_rate["expr"]
+
+    defaults = _alerts(render(helm, "--set", "metrics.prometheusRule.enabled=true"))
+    assert set(defaults) == {"LitemaasCacheRedisBreakerOpen", "LitemaasCacheWarmingFailing"}, "no API, no hit rate"
+    assert defaults["LitemaasCacheRedisBreakerOpen"]["for"] == "5m"
+
+
+def test_grafana_dashboard_config_map(helm: str) -> None:
+    docs = render(helm, "--values", str(MONITORING))
+    config_map = one(docs, "ConfigMap")
+    meta = config_map["metadata"]
+    assert meta["labels"]["grafana_dashboard"] == "1"
+    assert meta["annotations"] == {"grafana_folder": "LiteMaaS"}
+    assert meta["namespace"] == "monitoring"
+    (text,) = config_map["data"].values()
+    dashboard = json.loads(text)
+    assert text == (CHART / "files" / "dashboards" / "litemaas-cache.json").read_text().rstrip("\n")
+    assert dashboard["uid"] == "litemaas-cache"
+    assert all(target["expr"] for panel in dashboard["panels"] for target in panel["targets"])
+    default = one(render(helm, "--set", "metrics.grafanaDashboard.enabled=true"), "ConfigMap")["metadata"]
+    assert default["namespace"] == NAMESPACE
+    assert default["labels"]["grafana_dashboard"] == "1"
 
 
 # --- values documentation and schema -----------------------------------------------------------------------------
@@ -511,25 +603,7 @@ def test_every_value_is_documented_with_an_example() -> None:
     assert not problems, "\n".join(problems)
 
 
-# --- CRD copies and plain manifests ------------------------------------------------------------------------------
-
-
-def test_chart_crds_are_a_copy_of_crds() -> None:
-    source = sorted(p.name for p in (ROOT / "crds").glob("*.yaml"))
-    copy = sorted(p.name for p in (CHART / "files" / "crds").glob("*.yaml"))
-    assert source == copy, f"charts/.../files/crds has {copy}, crds/ has {source}"
-    for name in source:
-        assert (CHART / "files" / "crds" / name).read_text() == (ROOT / "crds" / name).read_text(), (
-            f"charts/litemaas-cache-operator/files/crds/{name} differs from crds/{name}; copy crds/ over it"
-        )
-
-
-def test_manifest_crds_are_copies() -> None:
-    for path in (ROOT / "crds").glob("*.yaml"):
-        assert (MANIFESTS / "crds" / path.name).read_text() == path.read_text(), f"manifests/crds/{path.name} differs"
-    peering_chart = [yaml.safe_load(p.read_text()) for p in sorted((CHART / "files" / "peering").glob("*.yaml"))]
-    peering_manifests = [d for d in yaml.safe_load_all((MANIFESTS / "crds" / "kopf-peerings.yaml").read_text()) if d]
-    assert peering_manifests == peering_chart
+# --- plain manifests (tests/test_generated.py: they are what `make generate` renders) -----------------------------
 
 
 def _normalise(doc: Doc) -> Doc:
@@ -556,6 +630,12 @@ def test_manifests_mirror_the_default_render(helm: str) -> None:
         for doc in yaml.safe_load_all((MANIFESTS / path).read_text()):
             if doc:
                 manifests[(doc["kind"], doc["metadata"]["name"])] = doc
+    for (kind, name), doc in manifests.items():
+        meta = doc["metadata"]
+        helm_only = HELM_ONLY_LABELS & set(meta.get("labels", {})) | {
+            a for a in meta.get("annotations", {}) if "helm.sh" in a
+        }
+        assert not helm_only, f"manifests: {kind} {name} carries Helm-only metadata {sorted(helm_only)}"
     rendered = {(doc["kind"], doc["metadata"]["name"]): doc for doc in render(helm)}
     namespace = manifests.pop(("Namespace", NAMESPACE))
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"

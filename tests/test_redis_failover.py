@@ -303,5 +303,6 @@ async def test_redis_out_of_memory_opens_the_breaker_and_answers_stay_right(
         expected = await _source_requests(fresh_dsn, days)
         assert [a.value["totalRequests"] for a in answers] == [expected, expected]
         assert manager.redis.breaker.state is BreakerState.OPEN
-        assert "OutOfMemoryError" in (manager.redis.last_error or "")
+        assert manager.redis.failure is not None
+        assert (manager.redis.failure.reason, manager.redis.failure.error) == ("OutOfMemory", "OutOfMemoryError")
         assert (await manager.stats())["redis"]["available"] is False

@@ -319,6 +319,7 @@ def stats(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
             ("requests", report["requests"]),
             ("redis available", redis["available"]),
             ("redis breaker", redis["breaker"]),
+            ("redis failure", redis["failure"]),
             ("redis result hits / misses", f"{redis['hits']} / {redis['misses']}"),
             ("redis keys under prefix", redis["keyCount"]),
             ("redis memory used (bytes)", redis["memoryUsedBytes"]),

@@ -47,6 +47,7 @@ def month_key(day: dt.date) -> int:
 def _months(days: Iterable[dt.date]) -> list[int]:
     return sorted({month_key(d) for d in days})
 
+
 _READ_SQL = f"""
 SELECT day, aggregates, is_complete, version, updated_at
 FROM {SCHEMA}.daily_usage WHERE day = ANY(%s)

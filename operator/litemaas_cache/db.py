@@ -65,6 +65,9 @@ class Database:
                 max_size=max_size,
                 timeout=limits.pool_timeout_seconds,
                 max_waiting=limits.max_waiting,
+                # One round trip per checkout: after a PostgreSQL restart the pool's idle connections are dead, and
+                # without the check each of them would fail one request before the pool replaced it.
+                check=AsyncConnectionPool.check_connection,
                 kwargs=kwargs,
                 open=False,
                 name=name,

@@ -112,7 +112,15 @@ class Maintenance:
             self.warms_waiting -= 1
         self.warms_running += 1
         try:
-            return await self._warm(ranges, filter_sets, breakdowns, progress)
+            report = await self._warm(ranges, filter_sets, breakdowns, progress)
+        except Exception:
+            self._counters.add("warm:failed")
+            raise
+        else:
+            self._counters.add("warm:succeeded")
+            self._counters.add("warm:keys-written", report.keys_written)
+            self._counters.timed("warm", report.duration_seconds)
+            return report
         finally:
             self.warms_running -= 1
             self._warm_slots.release()
@@ -179,4 +187,5 @@ class Maintenance:
                 report.redis_status = "unavailable"
         report.duration_seconds = time.monotonic() - started
         self._counters.add("invalidations")
+        self._counters.timed("invalidation", report.duration_seconds)
         return report

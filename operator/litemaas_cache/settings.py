@@ -201,6 +201,14 @@ class Settings(BaseSettings):
         validation_alias="OPERATOR_PRIORITY",
         description="kopf peering priority of this replica; default: random, so replicas never tie.",
     )
+    metrics_port: int = Field(
+        default=8081,
+        ge=0,
+        le=65535,
+        validation_alias="METRICS_PORT",
+        description="Port of the operator's Prometheus /metrics endpoint (the API serves /metrics on its own port); "
+        "0 turns it off.",
+    )
 
     api_token: SecretStr | None = Field(
         default=None,

@@ -2,24 +2,45 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .vocabulary import CounterName, TimingName
 
 if TYPE_CHECKING:
     from .redis_tier import RedisTier
 
 
+class CountListener(Protocol):
+    """Told of every count and timing as it happens (metrics.py turns them into Prometheus series)."""
+
+    def counted(self, name: CounterName, amount: int) -> None: ...
+
+    def timed(self, name: TimingName, seconds: float) -> None: ...
+
+
 class Counters:
-    """Named counters: kept in this process, and added to Redis's shared hash (buffered) when Redis is in use."""
+    """Named counters: kept in this process, and added to Redis's shared hash (buffered) when Redis is in use.
+    Listeners hear of each count, and of timings, which are this process's own and never go to Redis."""
 
     def __init__(self, redis: RedisTier) -> None:
         self._redis = redis
         self.local: dict[str, int] = {}
+        self._listeners: list[CountListener] = []
 
-    def add(self, name: str, amount: int = 1) -> None:
+    def listen(self, listener: CountListener) -> None:
+        self._listeners.append(listener)
+
+    def add(self, name: CounterName, amount: int = 1) -> None:
         if amount <= 0:
             return
         self.local[name] = self.local.get(name, 0) + amount
         self._redis.count(name, amount)
+        for listener in self._listeners:
+            listener.counted(name, amount)
+
+    def timed(self, name: TimingName, seconds: float) -> None:
+        for listener in self._listeners:
+            listener.timed(name, seconds)
 
 
 def _rate(hits: int, misses: int) -> float | None:
@@ -31,6 +52,7 @@ async def stats_document(redis: RedisTier, counters: Counters) -> dict[str, Any]
     shared = await redis.read_stats()
     values = shared if shared is not None else dict(counters.local)
     info = await redis.server_info()
+    available = redis.available and info is not None
     requests = values.get("requests", 0)
     from_source = values.get("requests:source", 0)
     result_hits, result_misses = values.get("result:redis:hit", 0), values.get("result:redis:miss", 0)
@@ -43,8 +65,10 @@ async def stats_document(redis: RedisTier, counters: Counters) -> dict[str, Any]
         "memory": {"dayHits": values.get("day:memory:hit", 0)},
         "redis": {
             "enabled": redis.enabled,
-            "available": redis.available and info is not None,
+            "available": available,
             "breaker": redis.state,
+            # why Redis is not in use (out of memory, read-only, unreachable...): None while it is, or when disabled
+            "failure": None if available or not redis.enabled else str(redis.failure or "unreachable"),
             "hits": result_hits,
             "misses": result_misses,
             "hitRate": _rate(result_hits, result_misses),

@@ -48,3 +48,32 @@ ServiceScope = Literal["read", "admin"]
 
 RateBucket = Literal["analytics", "export", "rebuild"]
 """The rate-limit counters a route draws from, as LiteMaaS groups its admin usage routes."""
+
+CounterName = Literal[
+    "requests",
+    "requests:source",
+    "computations",
+    "result:redis:hit",
+    "result:redis:miss",
+    "lock:acquired",
+    "lock:contended",
+    "day:memory:hit",
+    "day:redis:hit",
+    "day:redis:miss",
+    "day:postgres:hit",
+    "day:postgres:miss",
+    "day:source:computed",
+    "day:grace",
+    "freshness:days-refreshed",
+    "rebuilds",
+    "invalidations",
+    "warm:succeeded",
+    "warm:failed",
+    "warm:keys-written",
+]
+"""The cache's counters (stats.Counters): result requests, those that needed LiteLLM's table, results computed; result
+and day reads per tier (tier:hit / tier:miss); result lease locks; days read in the grace after midnight; days whose
+source rows changed after caching; rebuilds, invalidations and warms. metrics.py gives each a Prometheus series."""
+
+TimingName = Literal["warm", "invalidation"]
+"""The durations the cache reports besides its counters (per process, never shared through Redis)."""

@@ -237,5 +237,6 @@ def operator_env(kube_cluster: KubeCluster, operator_db: str, operator_redis: Re
         "REDIS_KEY_PREFIX": f"e2e:{uuid.uuid4().hex[:8]}:",
         "REDIS_BREAKER_RESET_SECONDS": "0.5",
         "OPERATOR_RETRY_SECONDS": "1",
+        "METRICS_PORT": "0",  # off: replicas of a test would fight over one port; the metrics test picks a free one
         "KUBECONFIG": str(kube_cluster.kubeconfig),
     }

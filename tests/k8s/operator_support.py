@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -34,7 +35,8 @@ def wait_for(what: str, probe: Callable[[], Any], timeout: float = WAIT_SECONDS,
 
 
 def start_operator(env: dict[str, str], namespace: str, log: Path, *options: str) -> subprocess.Popen[bytes]:
-    """The real `litemaas-cache operator` process, standalone, watching `namespace`; its output appended to `log`."""
+    """The real `litemaas-cache operator` process, standalone, watching `namespace`; its output appended to `log`.
+    Its /metrics endpoint is where env's METRICS_PORT says (operator_env turns it off)."""
     with log.open("ab") as sink:
         return subprocess.Popen(
             [
@@ -51,6 +53,15 @@ def start_operator(env: dict[str, str], namespace: str, log: Path, *options: str
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
+
+
+def stop_operator(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (kopf's graceful stop), and SIGKILL if it has not exited within 30 s."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 def http_json(url: str) -> Any:

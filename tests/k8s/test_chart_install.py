@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
 
 import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT
-from tests.k8s.conftest import KubeCluster
+from tests.k8s.conftest import FIXTURES, KubeCluster
 
 pytestmark = pytest.mark.k8s
 CHART = REPO_ROOT / "charts" / "litemaas-cache-operator"
@@ -83,21 +84,18 @@ def test_helm_install_namespaced_then_uninstall(kube_cluster: KubeCluster, crds:
     assert left.stdout.strip() == ""
 
 
+def render_into(cluster: KubeCluster, namespace: str, ci_values: str, *sets: str) -> str:
+    """`helm template` of the chart for `namespace` with a ci/ values file (the CRDs left out: they are installed)."""
+    flags = [flag for value in ("crds.enabled=false", *sets) for flag in ("--set", value)]
+    return cluster.helm_run(
+        "template", "lco", str(CHART), "--namespace", namespace, "--values", str(CHART / "ci" / ci_values), *flags
+    ).stdout
+
+
 def test_network_policy_and_disruption_budgets_are_accepted_by_the_api_server(
     kube_cluster: KubeCluster, k8s_namespace: str
 ) -> None:
-    values = CHART / "ci" / "network-restricted-values.yaml"
-    rendered = kube_cluster.helm_run(
-        "template",
-        "lco",
-        str(CHART),
-        "--namespace",
-        k8s_namespace,
-        "--values",
-        str(values),
-        "--set",
-        "crds.enabled=false",
-    ).stdout
+    rendered = render_into(kube_cluster, k8s_namespace, "network-restricted-values.yaml")
     docs = [
         doc for doc in yaml.safe_load_all(rendered) if doc and doc["kind"] in ("NetworkPolicy", "PodDisruptionBudget")
     ]
@@ -111,3 +109,67 @@ def test_network_policy_and_disruption_budgets_are_accepted_by_the_api_server(
     assert policy["spec"]["egress"][1]["ports"][0]["port"] == 5432
     budget = next(item for item in accepted if item["kind"] == "PodDisruptionBudget")
     assert budget["spec"]["maxUnavailable"] == "50%"
+
+
+PROMETHEUS_OPERATOR_CRDS = FIXTURES / "prometheus-operator"  # see its README.md for the source
+
+
+@pytest.fixture(scope="session")
+def prometheus_operator_crds(kube_cluster: KubeCluster) -> None:
+    """The Prometheus operator's ServiceMonitor and PrometheusRule CRDs, applied and Established."""
+    kube_cluster.run("apply", "--server-side", "--force-conflicts", "-f", str(PROMETHEUS_OPERATOR_CRDS))
+    for crd in ("servicemonitors.monitoring.coreos.com", "prometheusrules.monitoring.coreos.com"):
+        kube_cluster.run("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+
+
+def test_monitoring_objects_are_accepted_by_the_api_server(
+    kube_cluster: KubeCluster, prometheus_operator_crds: None, k8s_namespace: str
+) -> None:
+    """The ServiceMonitor, PrometheusRule, metrics Service and dashboard ConfigMap of ci/monitoring-values.yaml pass
+    the API server's schema checks (unknown fields refused), and are stored as rendered."""
+    rendered = render_into(
+        kube_cluster, k8s_namespace, "monitoring-values.yaml", f"metrics.grafanaDashboard.namespace={k8s_namespace}"
+    )
+    kinds = ("ServiceMonitor", "PrometheusRule", "ConfigMap", "Service")
+    docs = [doc for doc in yaml.safe_load_all(rendered) if doc and doc["kind"] in kinds]
+    expected = ["ConfigMap", "PrometheusRule", "Service", "Service", "ServiceMonitor"]
+    assert sorted(doc["kind"] for doc in docs) == expected
+
+    def apply(*extra: str, objects: list[dict[str, object]], check: bool = True) -> subprocess.CompletedProcess[str]:
+        return kube_cluster.run(
+            "apply",
+            *extra,
+            "--validate=strict",
+            "-n",
+            k8s_namespace,
+            "-o",
+            "json",
+            "-f",
+            "-",
+            input=yaml.safe_dump_all(objects),
+            check=check,
+        )
+
+    dry = json.loads(apply("--dry-run=server", objects=docs).stdout)["items"]
+    assert sorted(item["kind"] for item in dry) == expected
+
+    # The schemas do check: a duration Prometheus could not parse, and a field the CRD does not know, are refused.
+    monitor = next(doc for doc in docs if doc["kind"] == "ServiceMonitor")
+    bad_interval = json.loads(json.dumps(monitor))
+    bad_interval["spec"]["endpoints"][0]["interval"] = "5 minutes"
+    refused = apply("--dry-run=server", objects=[bad_interval], check=False)
+    assert refused.returncode != 0
+    assert "spec.endpoints[0].interval" in refused.stderr, refused.stderr
+    unknown_field = json.loads(json.dumps(monitor))
+    unknown_field["spec"]["endpoints"][0]["scrapeEvery"] = "30s"
+    refused = apply("--dry-run=server", objects=[unknown_field], check=False)
+    assert refused.returncode != 0
+    assert "scrapeEvery" in refused.stderr, refused.stderr
+
+    apply(objects=docs)
+    for doc in docs:
+        if doc["kind"] in ("ServiceMonitor", "PrometheusRule"):
+            stored = json.loads(
+                kube_cluster.run("get", doc["kind"], doc["metadata"]["name"], "-n", k8s_namespace, "-o", "json").stdout
+            )
+            assert stored["spec"] == doc["spec"], f"{doc['kind']} was not stored as rendered"

@@ -136,11 +136,16 @@ def test_operator_from_the_image_reconciles_the_samples_as_the_charts_service_ac
     token = kube_cluster.run("create", "token", account, "-n", namespace, "--duration=1h").stdout.strip()
     kubeconfig = kube_cluster.token_kubeconfig(token, tmp_path / "kubeconfig")
     liveness = f"http://127.0.0.1:{free_port()}/healthz"
+    metrics_port = free_port()
     run = container_run(
         podman,
         deployment,
         secrets={"DATABASE_URL": module_dsn, "REDIS_URL": os.environ["REDIS_URL"]},
-        overrides={"KUBECONFIG": KUBECONFIG_IN_CONTAINER, "OPERATOR_LIVENESS": liveness},
+        overrides={
+            "KUBECONFIG": KUBECONFIG_IN_CONTAINER,
+            "OPERATOR_LIVENESS": liveness,
+            "METRICS_PORT": str(metrics_port),
+        },
         mounts={kubeconfig: KUBECONFIG_IN_CONTAINER},
     )
     os.chown(kubeconfig, *run.user)  # readable by the container's user only (mode 0600)
@@ -184,6 +189,8 @@ def test_operator_from_the_image_reconciles_the_samples_as_the_charts_service_ac
         assert condition(policy, "RedisAvailable") == "True"
         assert policy["status"]["daysWarmed"] == 60
         assert http_json(liveness) is not None  # kopf's liveness endpoint answers from inside the image
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
+            assert 'litemaas_cache_warms_total{outcome="success"}' in response.read().decode()
         assert_confined(podman, run)
         log = logs(podman, run)
 

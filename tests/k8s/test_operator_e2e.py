@@ -34,6 +34,7 @@ from tests.k8s.operator_support import (
     http_json,
     invalidation,
     start_operator,
+    stop_operator,
     wait_for,
     warm_policy,
 )
@@ -475,11 +476,7 @@ def test_operator_killed_mid_invalidation_completes_once_after_restart(
         assert purged[0].get("count", 1) == 1, purged
         assert get(kube_cluster, "cinv", name, namespace)["status"]["phase"] == "Succeeded"
     finally:
-        second.send_signal(signal.SIGTERM)
-        try:
-            second.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            second.kill()
+        stop_operator(second)
         redis_server.stop()
     log = (tmp_path / "operator.log").read_text()
     assert "Traceback" not in log, log[-3000:]

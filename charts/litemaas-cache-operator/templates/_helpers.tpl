@@ -21,13 +21,17 @@
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Labels on every object. */}}
+{{/* Labels on every object (without the Helm-only ones for plain manifests). */}}
 {{- define "litemaas-cache-operator.labels" -}}
+{{- if not .Values.plainManifests -}}
 helm.sh/chart: {{ include "litemaas-cache-operator.chart" . }}
+{{ end -}}
 app.kubernetes.io/name: {{ include "litemaas-cache-operator.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- if not .Values.plainManifests }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
 app.kubernetes.io/part-of: litemaas
 {{- end }}
 

@@ -15,8 +15,10 @@ import kopf
 from ..dates import utc_now
 from ..errors import CacheError
 from ..manager import CacheManager
+from ..metrics import CacheMetrics
 from ..redaction import Redactor, install_log_redaction
 from ..settings import load_settings
+from ..webapi.metrics_endpoint import serving_metrics
 from . import kube
 from .invalidation import (
     TERMINAL_PHASES,
@@ -27,10 +29,8 @@ from .invalidation import (
     running_status,
     ttl_expiry,
 )
+from .resources import GROUP, INVALIDATIONS, VERSION, WARM_POLICIES
 from .warming import WarmFailed, reconcile_policy
-
-GROUP, VERSION = "cache.litemaas.io", "v1alpha1"
-WARM_POLICIES, INVALIDATIONS = "cachewarmpolicies", "cacheinvalidations"
 
 # How often each policy is checked for being due. Its own spec.interval (>= 1m) decides when it warms;
 # the tick only bounds how late a due warm (or a spec change) is picked up. A constant, not a setting:
@@ -78,8 +78,23 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     )
 
     memo.exit_stack = contextlib.AsyncExitStack()
-    memo.manager = await memo.exit_stack.enter_async_context(CacheManager.open(app_settings))
-    logger.info("cache manager ready (redis %s)", "enabled" if memo.manager.redis.enabled else "disabled")
+    try:
+        memo.manager = await memo.exit_stack.enter_async_context(CacheManager.open(app_settings))
+        metrics = CacheMetrics()
+        metrics.attach(memo.manager)
+        if app_settings.metrics_port:
+            # Every interface: Prometheus scrapes the pod's address. The chart's Service selects this port.
+            endpoint = serving_metrics(metrics, "0.0.0.0", app_settings.metrics_port)
+            await memo.exit_stack.enter_async_context(endpoint)
+    except BaseException:
+        await memo.exit_stack.aclose()  # kopf retries this handler: leave no pool open and no port bound
+        raise
+    port = app_settings.metrics_port
+    logger.info(
+        "cache manager ready (redis %s, metrics %s)",
+        "enabled" if memo.manager.redis.enabled else "disabled",
+        f"on :{port}/metrics" if port else "off",
+    )
 
 
 def _redactor(memo: kopf.Memo) -> Redactor:

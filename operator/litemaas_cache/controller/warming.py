@@ -155,13 +155,13 @@ async def warm_policy(
             conditions, "RedisAvailable", "True", "Connected", "redis answers", generation, finished
         )
     else:
-        reason = manager.redis.last_error or "unreachable"
+        failure = manager.redis.failure
         conditions = set_condition(
             conditions,
             "RedisAvailable",
             "False",
-            "Unreachable",
-            f"redis unavailable ({reason}); warming PostgreSQL only",
+            failure.reason if failure else "Unreachable",
+            redis_down_message(manager),
             generation,
             finished,
         )
@@ -194,10 +194,15 @@ async def warm_policy(
         days = ", ".join(d.isoformat() for d in report.days_refreshed)
         events.append(("Normal", "SourceChanged", f"LiteLLM's rows changed after caching; recomputed {days}"))
     if degraded and _redis(status) != "False":
-        events.append(("Warning", "RedisUnavailable", "redis is unreachable; warming PostgreSQL only"))
+        events.append(("Warning", "RedisUnavailable", redis_down_message(manager)))
     if not degraded and _redis(status) == "False" and manager.redis.enabled:
         events.append(("Normal", "RedisRecovered", "redis is reachable again"))
     return WarmOutcome(new_status, events)
+
+
+def redis_down_message(manager: CacheManager) -> str:
+    """Why Redis is not in use (out of memory, read-only, unreachable...), as the status and the event say it."""
+    return f"redis unavailable: {manager.redis.failure or 'unreachable'}; warming PostgreSQL only"
 
 
 def _ready(status: dict[str, Any]) -> str | None:

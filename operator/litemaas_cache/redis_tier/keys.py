@@ -44,6 +44,11 @@ class KeySpace:
         overlap its range here, and the stats count them, without a scan of the keyspace."""
         return f"{self.prefix}res-index"
 
+    @property
+    def probe(self) -> str:
+        """A short-lived key the circuit breaker writes to learn that Redis accepts writes again."""
+        return f"{self.prefix}probe"
+
     def day(self, day: dt.date) -> str:
         return f"{self.prefix}day:{day.isoformat()}"
 

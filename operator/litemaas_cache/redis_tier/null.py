@@ -10,6 +10,7 @@ from typing import Any
 from ..dates import DateRange
 from ..frames import DayFrame
 from .keys import KeySpace
+from .store import RedisFailure
 
 
 class NullRedisStore:
@@ -18,7 +19,7 @@ class NullRedisStore:
     enabled = False
     available = False
     state = "disabled"
-    last_error: str | None = None
+    failure: RedisFailure | None = None
 
     def __init__(self, keys: KeySpace) -> None:
         self.keys = keys

@@ -17,11 +17,23 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisClusterException, RedisError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    BusyLoadingError,
+    ClusterDownError,
+    NoPermissionError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+)
+from redis.exceptions import TimeoutError as RedisTimeout
 
 from ..codec import Codec, CorruptValue
 from ..dates import DateRange
@@ -70,6 +82,44 @@ _FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError, asyncio.T
 _STRAY_KEY = "WRONGTYPE"
 STATS_FLUSH_SECONDS = 1.0
 
+# Redis answered and refused: a state of the server that lasts until someone acts (memory freed, a primary back,
+# an ACL fixed), not a blip. The first refusal opens the breaker, and only a write closes it again.
+_REFUSALS = (OutOfMemoryError, ReadOnlyError, NoPermissionError)
+PROBE_TTL_MS = 10_000
+
+# What a failure says about Redis, most specific first: a reason for status conditions, and a phrase for people.
+# Anything else (refused connections, resets, a cluster without slots) is "Unreachable".
+_FAILURE_KINDS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str, str], ...] = (
+    (OutOfMemoryError, "OutOfMemory", "out of memory: maxmemory is reached and the eviction policy refuses writes"),
+    (ReadOnlyError, "ReadOnly", "read-only: the server is a replica, as after a failover"),
+    (ClusterDownError, "ClusterDown", "the cluster is down"),
+    (NoPermissionError, "NoPermission", "the Redis user lacks a permission (ACL)"),
+    (AuthenticationError, "AuthenticationFailed", "authentication failed"),
+    (BusyLoadingError, "Loading", "still loading its dataset"),
+    ((RedisTimeout, TimeoutError), "Timeout", "no answer within REDIS_SOCKET_TIMEOUT"),
+)
+
+
+@dataclass(frozen=True)
+class RedisFailure:
+    """Why the last Redis call failed: `reason` for status conditions, the rest for people (never a secret: only
+    the operation and the exception's type are kept)."""
+
+    reason: str
+    description: str
+    operation: str
+    error: str
+
+    @classmethod
+    def of(cls, operation: str, exc: BaseException) -> RedisFailure:
+        for kind, reason, description in _FAILURE_KINDS:
+            if isinstance(exc, kind):
+                return cls(reason, description, operation, type(exc).__name__)
+        return cls("Unreachable", "unreachable", operation, type(exc).__name__)
+
+    def __str__(self) -> str:
+        return f"{self.description} ({self.operation}: {self.error})"
+
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
@@ -112,10 +162,11 @@ class RedisStore:
         self._resync_lock = asyncio.Lock()
         self._resync_retry_at = 0.0  # after PostgreSQL failed a re-sync, none is tried before this
         self._missed = 0  # calls that failed or were refused: any of them may have been a version raise
+        self.failure: RedisFailure | None = None  # the last failure of a call or of a recovery probe
         self._pending_stats: Counter[str] = Counter()
         self._last_flush = time.monotonic()
         self.breaker = CircuitBreaker(
-            self._ping,
+            self._probe,
             self._resync_versions,
             failure_threshold=breaker_failures,
             reset_seconds=breaker_reset_seconds,
@@ -135,9 +186,15 @@ class RedisStore:
                 self._client = Redis.from_url(self._url, retry_on_timeout=False, **common)
         return self._client
 
-    async def _ping(self) -> None:
-        async with asyncio.timeout(self.timeout * 2):
-            await self._connect().ping()
+    async def _probe(self) -> None:
+        """The breaker's recovery probe: a write, as a PING would pass on a server that still refuses writes (out of
+        memory, read-only). Its failure is remembered like a call's (Redis may be down for a new cause)."""
+        try:
+            async with asyncio.timeout(self.timeout * 2):
+                await self._connect().set(self.keys.probe, b"1", px=PROBE_TTL_MS)
+        except _FAILURES as exc:
+            self.failure = RedisFailure.of("probe", exc)
+            raise
 
     async def close(self) -> None:
         await self.flush_stats()
@@ -151,10 +208,6 @@ class RedisStore:
     @property
     def available(self) -> bool:
         return self.breaker.state is BreakerState.CLOSED
-
-    @property
-    def last_error(self) -> str | None:
-        return self.breaker.last_error
 
     @property
     def state(self) -> str:
@@ -191,7 +244,10 @@ class RedisStore:
     def _failed(self, operation: str, exc: BaseException, default: Any) -> Any:
         """A call Redis could not serve: out of memory, read-only after a failover, cluster down, no permission,
         unreachable, too slow. Each counts towards opening the breaker, and the caller gets `default`."""
+        self.failure = RedisFailure.of(operation, exc)
         self.breaker.record_failure(f"{operation}: {type(exc).__name__}")
+        if isinstance(exc, _REFUSALS):
+            self.breaker.trip()
         log.warning("redis %s failed (%s); falling back", operation, type(exc).__name__)
         self._mark_unsynced()
         return default

@@ -10,24 +10,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Middleware
 
 from ..filters import FILTER_FIELDS
 from ..manager import CacheManager
+from ..metrics import NO_TIER, UNMATCHED_ROUTE, CacheMetrics
 from ..redaction import install_log_redaction
 from ..settings import Settings
 from .auth import Authenticator
+from .metrics_endpoint import METRICS
 from .openapi import openapi_document
 from .problems import ApiError
 from .ratelimit import RateLimiter, rules_from_settings
-from .routes import MANAGER, OPENAPI, ROUTES, Handler, guarded
+from .routes import MANAGER, OPENAPI, ROUTES, TIER_HEADER, Handler, guarded
 from .security import RoutePolicy, install_security
 
 log = logging.getLogger(__name__)
 MAX_ID_BYTES = 256 + 4  # an id at its longest, quoted, with its comma and a space
 BODY_SLACK_BYTES = 64 * 1024
+KNOWN_METHODS = frozenset(hdrs.METH_ALL)
 
 
 def max_body_bytes(max_filter_ids: int) -> int:
@@ -52,20 +57,53 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return ApiError(exc.status, code, exc.reason, headers=_kept_headers(exc)).response()
 
 
+def metrics_middleware(metrics: CacheMetrics) -> Middleware:
+    """Every answer's latency by route template, method, status and the tier that answered (X-Cache-Tier). Labels
+    are bounded whatever a client sends: unknown paths share one route label, unknown methods one method label."""
+
+    @web.middleware
+    async def observed(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            _observe(metrics, request, exc.status, NO_TIER, started)
+            raise
+        except Exception:
+            _observe(metrics, request, 500, NO_TIER, started)
+            raise
+        _observe(metrics, request, response.status, response.headers.get(TIER_HEADER, NO_TIER), started)
+        return response
+
+    return observed
+
+
+def _observe(metrics: CacheMetrics, request: web.Request, status: int, tier: str, started: float) -> None:
+    resource = request.match_info.route.resource
+    route = UNMATCHED_ROUTE if resource is None else resource.canonical
+    method = request.method if request.method in KNOWN_METHODS else "other"
+    metrics.observe_request(route, method, status, tier, time.perf_counter() - started)
+
+
 def _kept_headers(exc: web.HTTPException) -> dict[str, str] | None:
     allow = exc.headers.get("Allow")
     return {"Allow": allow} if allow else None
 
 
 def build_app(manager: CacheManager, authenticator: Authenticator) -> web.Application:
-    """The aiohttp application around an open manager; rate limits are counted in the manager's Redis."""
+    """The aiohttp application around an open manager; rate limits are counted in the manager's Redis, metrics in
+    a registry of this application's own (served at /metrics)."""
+    metrics = CacheMetrics()
+    metrics.attach(manager)
     app = web.Application(
-        middlewares=[error_middleware], client_max_size=max_body_bytes(manager.settings.max_filter_ids)
+        middlewares=[metrics_middleware(metrics), error_middleware],
+        client_max_size=max_body_bytes(manager.settings.max_filter_ids),
     )
     limiter = RateLimiter(rules_from_settings(manager.settings), manager.redis, manager.keys)
     policies = {(r.method, r.path): None if r.access == "public" else RoutePolicy(r.access, r.bucket) for r in ROUTES}
     install_security(app, authenticator, limiter, policies)
     app[MANAGER] = manager
+    app[METRICS] = metrics
     app[OPENAPI] = orjson.dumps(openapi_document(ROUTES))
     for route in ROUTES:
         handler = guarded(route, lambda: manager.settings.max_range_days)

@@ -12,7 +12,7 @@ import datetime as dt
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel, create_model
 
 from ..analytics import DEFAULT_PAGE_LIMIT, DEFAULT_SORT, MAX_PAGE_LIMIT, SORT_FIELDS
 from ..filters import ID_PATTERN
@@ -364,6 +364,10 @@ class Health(Response):
     status: Literal["ok"]
 
 
+class PrometheusText(RootModel[str]):
+    """Prometheus's text exposition format (what a scrape reads)."""
+
+
 class PostgresPurge(Response):
     daysPurged: Count
     versionsBumped: Count
@@ -392,6 +396,7 @@ class RedisStats(Response):
     enabled: bool
     available: bool
     breaker: str
+    failure: str | None
     hits: Count
     misses: Count
     hitRate: float | None

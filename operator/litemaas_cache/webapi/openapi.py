@@ -69,7 +69,7 @@ def _operation(route: Route, refs: dict[object, dict[str, Any]]) -> dict[str, An
         "responses": {
             "200": {
                 "description": "OK",
-                "content": {"application/json": {"schema": refs[route.response]}},
+                "content": {route.media_type: {"schema": refs[route.response]}},
             },
             **{str(status): {"description": _STATUS_TEXT[status], **error} for status in route.errors},
         },

@@ -23,11 +23,13 @@ from ..manager import CacheManager
 from ..result_cache import Answer
 from ..vocabulary import Dimension, Permission, RateBucket
 from . import models as m
+from .metrics_endpoint import METRICS_PATH, prometheus_metrics
 from .problems import ApiError, date_order, invalid_request, range_too_large, schema_error, unavailable
 from .security import CALLER
 
 log = logging.getLogger(__name__)
 MANAGER = web.AppKey("manager", CacheManager)
+TIER_HEADER = "X-Cache-Tier"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Access = Literal["public"] | Permission
 """public: no credentials; else the permission the caller must hold (vocabulary.Permission)."""
@@ -51,6 +53,7 @@ class Route:
     query: type[BaseModel] | None = None
     failure_code: str = "INTERNAL_ERROR"
     errors: tuple[int, ...] = (400, 401, 403, 429, 500, 503)
+    media_type: str = "application/json"
 
 
 # --- parsing and answering ---------------------------------------------------------------------------------------
@@ -61,7 +64,7 @@ def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) 
 
 
 def _answer(answer: Answer) -> web.Response:
-    return _json(answer.value, headers={"X-Cache-Tier": answer.tier})
+    return _json(answer.value, headers={TIER_HEADER: answer.tier})
 
 
 async def _body(request: web.Request, model: type[M]) -> M:
@@ -201,6 +204,16 @@ _FILTERS_DOC = "Filters in the JSON body, paging in the query string."
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/healthz", healthz, "Liveness", "public", m.Health, errors=()),
     Route("GET", OPENAPI_PATH, openapi, "This document", "public", m.OpenApiDocument, errors=()),
+    Route(
+        "GET",
+        METRICS_PATH,
+        prometheus_metrics,
+        "Prometheus metrics (public: the chart's NetworkPolicy decides who reaches the port)",
+        "public",
+        m.PrometheusText,
+        errors=(),
+        media_type="text/plain",
+    ),
     Route(
         "POST",
         f"{ADMIN}/analytics",

@@ -1,0 +1,1 @@
+"""Developer scripts of the repository (not shipped in the image); generate.py is `make generate`."""
