@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv services test lint typecheck pytest demo cluster-up cluster-down bench bench-full generate clean
+.PHONY: venv services test lint typecheck pytest demo image cluster-up cluster-down bench bench-full generate clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ test: lint typecheck pytest
 
 demo: venv services
 	eval "$$(bash scripts/services.sh env)" && PATH=$(CURDIR)/$(BIN):$$PATH bash scripts/demo.sh
+
+# The container image, with podman (installed if missing) FROM a Debian base made with debootstrap (cached under
+# ~/.cache/litemaas-cache-operator/image-base/); LITEMAAS_PYTHON_IMAGE=python:3.11-slim builds FROM a registry's instead.
+image:
+	bash scripts/image.sh build
 
 cluster-up:
 	bash scripts/cluster.sh up

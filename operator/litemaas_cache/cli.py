@@ -354,6 +354,12 @@ def operator(
 
     from .controller import handlers  # noqa: F401 - registers the handlers
 
+    # The startup handler owns kopf's settings, except this one, which depends on the namespaces: watching only
+    # namespaces named exactly (no glob), kopf would still list and watch every namespace of the cluster to find
+    # them, which a namespaced install's Role does not allow (403s, and about a minute of retries at every start).
+    # Without that scan the named namespaces are the watched ones, and CRDs are discovered once, at start.
+    kopf_settings = kopf.OperatorSettings()
+    kopf_settings.scanning.disabled = bool(namespace) and not any(c in ns for ns in namespace or () for c in "!*?,")
     # Settings are loaded here first only to fail fast, naming the variable, before connecting to Kubernetes;
     # the startup handler loads them again for itself.
     _run(
@@ -363,6 +369,7 @@ def operator(
             standalone=standalone,
             peering_name=peering,
             liveness_endpoint=liveness,
+            settings=kopf_settings,
         )
     )
 
