@@ -8,6 +8,7 @@ Regenerate the default-render snapshot with UPDATE_CHART_SNAPSHOTS=1.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -30,6 +31,9 @@ RATE_LIMIT_ENV = ("ADMIN_ANALYTICS_RATE_LIMIT", "ADMIN_EXPORT_RATE_LIMIT", "ADMI
 # Resources of the rules this chart writes that are cluster-scoped (they must never sit in a namespaced Role).
 CLUSTER_SCOPED = {"customresourcedefinitions", "clusterkopfpeerings", "namespaces"}
 HELM_ONLY_LABELS = {"helm.sh/chart", "app.kubernetes.io/managed-by"}
+REDIS = f"{RELEASE}-redis"  # the bundled Redis's StatefulSet, Service, NetworkPolicy and generated Secret
+# The generated Redis password in a render: random per `helm template`, so the snapshot masks it.
+GENERATED_PASSWORD = re.compile(r"^(  REDIS_PASSWORD: )\S+$", re.M)
 
 Doc = dict[str, Any]
 
@@ -112,7 +116,10 @@ def test_pods_are_locked_down(helm: str, values: Path | None) -> None:
 @pytest.mark.parametrize("values", VARIANTS, ids=VARIANT_IDS)
 def test_secrets_are_referenced_never_inlined(helm: str, values: Path | None) -> None:
     docs = render(helm, *values_args(values))
-    assert not of_kind(docs, "Secret"), "the chart must not create Secrets (existingSecret only)"
+    # existingSecret only, but for the bundled Redis's generated password, which no value carries.
+    for secret in of_kind(docs, "Secret"):
+        assert secret["metadata"]["name"] == REDIS, "the chart must not create Secrets (existingSecret only)"
+        assert set(secret["data"]) == {"REDIS_PASSWORD"}
     for deployment in of_kind(docs, "Deployment"):
         for container in deployment["spec"]["template"]["spec"]["containers"]:
             assert "envFrom" not in container
@@ -132,9 +139,10 @@ def test_default_render(helm: str) -> None:
     assert kinds == sorted(
         {"ServiceAccount", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "Deployment"}
         | {"ClusterKopfPeering"}
+        | {"StatefulSet", "Service", "Secret", "NetworkPolicy"}  # the bundled Redis
     )
     assert not of_kind(docs, "Role")
-    assert not of_kind(docs, "Service")
+    assert [doc["metadata"]["name"] for doc in of_kind(docs, "Service")] == [REDIS]
     crds = {doc["metadata"]["name"]: doc for doc in of_kind(docs, "CustomResourceDefinition")}
     assert set(crds) == {
         "cachewarmpolicies.cache.litemaas.io",
@@ -167,7 +175,8 @@ def test_default_render(helm: str) -> None:
     assert env["REDIS_KEY_PREFIX"]["value"] == "litemaas:"
     assert not set(API_CREDENTIALS) & set(env), "the operator does not need the API's credentials"
     assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "litemaas-cache", "key": "DATABASE_URL"}
-    assert env["REDIS_URL"]["valueFrom"]["secretKeyRef"]["optional"] is True
+    assert env["REDIS_HOST"]["value"] == REDIS, "the bundled Redis is the default"
+    assert "REDIS_URL" not in env, "existingSecret's REDIS_URL would override the bundled Redis"
 
     peering = one(docs, "ClusterKopfPeering")
     assert peering["metadata"]["name"] == env["OPERATOR_PEERING"]["value"]
@@ -175,7 +184,8 @@ def test_default_render(helm: str) -> None:
 
 
 def test_default_render_matches_snapshot(helm: str) -> None:
-    text = template_text(helm)
+    text, masked = GENERATED_PASSWORD.subn(r"\1<generated>", template_text(helm))
+    assert masked == 1, "the generated Redis password was not found in the render"
     if os.environ.get("UPDATE_CHART_SNAPSHOTS") == "1":
         SNAPSHOT.parent.mkdir(exist_ok=True)
         SNAPSHOT.write_text(text)
@@ -206,13 +216,20 @@ def test_pod_disruption_budgets_only_for_deployments_of_several_replicas(helm: s
 
 
 def test_api_network_policy_opens_the_api_port_to_the_namespace_by_default(helm: str) -> None:
-    assert not of_kind(render(helm), "NetworkPolicy")  # no API pods, nothing to protect
+    api_policy = f"{RELEASE}-api"
+    no_api = render(helm)  # no API pods, nothing to protect
+    assert api_policy not in [doc["metadata"]["name"] for doc in of_kind(no_api, "NetworkPolicy")]
     assert not of_kind(
-        render(helm, "--set", "api.enabled=true", "--set", "networkPolicy.api.enabled=false"), "NetworkPolicy"
+        render(
+            helm,
+            *("--set", "api.enabled=true", "--set", "networkPolicy.api.enabled=false"),
+            *("--set", "redis.networkPolicy.enabled=false"),
+        ),
+        "NetworkPolicy",
     )
 
     docs = render(helm, "--set", "api.enabled=true")
-    policy = one(docs, "NetworkPolicy")["spec"]
+    policy = one(docs, "NetworkPolicy", api_policy)["spec"]
     api = one(docs, "Deployment", f"{RELEASE}-api")
     assert policy["podSelector"] == api["spec"]["selector"]
     assert policy["policyTypes"] == ["Ingress"]  # egress left open by default
@@ -224,6 +241,7 @@ def test_api_network_policy_opens_the_api_port_to_the_namespace_by_default(helm:
     closed = one(
         render(helm, "--set", "api.enabled=true", "--set", "networkPolicy.api.allowSameNamespace=false"),
         "NetworkPolicy",
+        api_policy,
     )
     assert closed["spec"]["ingress"] == []
 
@@ -235,6 +253,168 @@ def test_api_network_policy_restricted_by_values(helm: str) -> None:
     assert policy["ingress"][0]["from"] == values["allowedFrom"]
     dns = {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
     assert policy["egress"] == [dns, *values["extraEgress"]]
+
+
+# --- the bundled Redis --------------------------------------------------------------------------------------------
+
+
+def redis_container(docs: list[Doc]) -> Doc:
+    (container,) = one(docs, "StatefulSet", REDIS)["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def redis_args(container: Doc) -> dict[str, str]:
+    """redis-server's `--option value` pairs."""
+    args = container["args"]
+    assert all(flag.startswith("--") for flag in args[::2]), args
+    return dict(zip(args[::2], args[1::2], strict=True))
+
+
+def test_bundled_redis_is_rendered_by_default_locked_down_and_a_cache(helm: str) -> None:
+    docs = render(helm, "--set", "api.enabled=true")
+    statefulset = one(docs, "StatefulSet", REDIS)
+    assert statefulset["spec"]["replicas"] == 1
+    assert "volumeClaimTemplates" not in statefulset["spec"]
+    pod = statefulset["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["enableServiceLinks"] is False
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 999,
+        "runAsGroup": 999,
+        "fsGroup": 999,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    container = redis_container(docs)
+    assert container["image"] == "redis:7.4-alpine"
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert container["resources"]["limits"]["memory"] == "384Mi"
+    assert redis_args(container) == {
+        "--port": "6379",
+        "--dir": "/data",
+        "--requirepass": "$(REDIS_PASSWORD)",  # expanded by the kubelet from the Secret, never in the spec
+        "--maxmemory": "256mb",
+        "--maxmemory-policy": "volatile-lru",  # keys without a TTL (the version mirror) are never evicted
+        "--save": "",
+        "--appendonly": "no",
+    }
+    # The read-only root filesystem: Redis's working directory is an emptyDir.
+    assert container["volumeMounts"] == [{"name": "data", "mountPath": "/data"}]
+    assert pod["volumes"] == [{"name": "data", "emptyDir": {"sizeLimit": "64Mi"}}]
+    assert "redis-cli" in " ".join(container["readinessProbe"]["exec"]["command"])
+    assert container["livenessProbe"]["tcpSocket"] == {"port": "redis"}
+    assert {"name": "redis", "containerPort": 6379, "protocol": "TCP"} in container["ports"]
+
+    service = one(docs, "Service", REDIS)
+    assert service["spec"]["selector"] == statefulset["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"] == [{"name": "redis", "port": 6379, "targetPort": "redis", "protocol": "TCP"}]
+    for deployment in of_kind(docs, "Deployment"):
+        env = env_of(deployment["spec"]["template"]["spec"]["containers"][0])
+        name = deployment["metadata"]["name"]
+        assert env["REDIS_HOST"]["value"] == service["metadata"]["name"], name
+        assert env["REDIS_PORT"]["value"] == "6379", name
+        assert "REDIS_URL" not in env, name
+        assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": REDIS, "key": "REDIS_PASSWORD"}, name
+    assert len(of_kind(docs, "Deployment")) == 2
+
+
+def test_bundled_redis_password_comes_from_a_secret(helm: str) -> None:
+    """Generated into the release's Secret by default (random, in no value), or an existing Secret's key."""
+    generated = []
+    for _ in range(2):
+        docs = render(helm)
+        secret = one(docs, "Secret", REDIS)
+        password = base64.b64decode(secret["data"]["REDIS_PASSWORD"]).decode()
+        assert re.fullmatch(r"[A-Za-z0-9]{40}", password)
+        others = yaml.safe_dump_all([doc for doc in docs if doc is not secret])
+        assert password not in others
+        assert secret["data"]["REDIS_PASSWORD"] not in others
+        generated.append(password)
+    assert generated[0] != generated[1], "the password must be generated, not fixed"
+    env = env_of(redis_container(docs))
+    for name in ("REDIS_PASSWORD", "REDISCLI_AUTH"):  # requirepass, and the probe's redis-cli
+        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": REDIS, "key": "REDIS_PASSWORD"}
+
+    docs = render(helm, "--set", "redis.auth.existingSecret=shared-redis", "--set", "redis.auth.existingSecretKey=pw")
+    assert not of_kind(docs, "Secret")
+    reference = {"name": "shared-redis", "key": "pw"}
+    assert env_of(redis_container(docs))["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == reference
+    operator_env = env_of(operator_deployment(docs)["spec"]["template"]["spec"]["containers"][0])
+    assert operator_env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == reference
+
+    refused = run_helm(helm, "template", RELEASE, str(CHART), "--set", "plainManifests=true", check=False)
+    assert refused.returncode != 0
+    assert "redis.auth.existingSecret is required with plainManifests" in refused.stderr
+
+
+def test_bundled_redis_persistence_renders_a_claim_template(helm: str) -> None:
+    docs = render(
+        helm,
+        *("--set", "redis.persistence.enabled=true", "--set", "redis.persistence.size=8Gi"),
+        *("--set", "redis.persistence.storageClass=fast-ssd"),
+    )
+    statefulset = one(docs, "StatefulSet", REDIS)
+    (claim,) = statefulset["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "data"
+    assert claim["spec"] == {
+        "accessModes": ["ReadWriteOnce"],
+        "storageClassName": "fast-ssd",
+        "resources": {"requests": {"storage": "8Gi"}},
+    }
+    assert "volumes" not in statefulset["spec"]["template"]["spec"], "/data is the claim, not an emptyDir"
+    container = redis_container(docs)
+    assert {"name": "data", "mountPath": "/data"} in container["volumeMounts"]
+    assert redis_args(container)["--appendonly"] == "yes"
+
+
+def test_bundled_redis_disabled_uses_the_external_settings(helm: str) -> None:
+    docs = render(
+        helm,
+        *("--set", "redis.enabled=false", "--set", "api.enabled=true"),
+        *("--set", "config.redisHost=redis.example.internal", "--set", "config.redisPort=6380"),
+    )
+    assert not [doc for doc in docs if doc["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "redis"]
+    assert not of_kind(docs, "StatefulSet")
+    assert not of_kind(docs, "Secret")
+    for deployment in of_kind(docs, "Deployment"):
+        env = env_of(deployment["spec"]["template"]["spec"]["containers"][0])
+        for name in ("REDIS_URL", "REDIS_PASSWORD"):
+            assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "litemaas-cache", "key": name, "optional": True}
+        assert env["REDIS_HOST"]["value"] == "redis.example.internal"
+        assert env["REDIS_PORT"]["value"] == "6380"
+
+    refused = run_helm(helm, "template", RELEASE, str(CHART), "--set", "config.redisCluster=true", check=False)
+    assert refused.returncode != 0
+    assert "the bundled Redis (redis.enabled) is a single server" in refused.stderr
+    external_cluster = render(helm, "--set", "config.redisCluster=true", "--set", "redis.enabled=false")
+    env = env_of(operator_deployment(external_cluster)["spec"]["template"]["spec"]["containers"][0])
+    assert env["REDIS_CLUSTER"]["value"] == "true"
+
+
+def test_bundled_redis_admits_only_the_release_operator_and_api(helm: str) -> None:
+    docs = render(helm, "--set", "api.enabled=true", "--set", "networkPolicy.api.allowExternalEgress=false")
+    redis_selector = one(docs, "StatefulSet", REDIS)["spec"]["selector"]
+    policy = one(docs, "NetworkPolicy", REDIS)["spec"]
+    assert policy["podSelector"] == redis_selector
+    assert policy["policyTypes"] == ["Ingress"]
+    (rule,) = policy["ingress"]
+    assert rule["ports"] == [{"port": "redis", "protocol": "TCP"}]
+    clients = [{"podSelector": deployment["spec"]["selector"]} for deployment in of_kind(docs, "Deployment")]
+    assert sorted(rule["from"], key=json.dumps) == sorted(clients, key=json.dumps)
+    assert len(clients) == 2
+    # The API's restricted egress still reaches the bundled Redis.
+    api_egress = one(docs, "NetworkPolicy", f"{RELEASE}-api")["spec"]["egress"]
+    assert {"to": [{"podSelector": redis_selector}], "ports": [{"port": 6379, "protocol": "TCP"}]} in api_egress
+
+    assert REDIS not in [
+        d["metadata"]["name"]
+        for d in of_kind(render(helm, "--set", "redis.networkPolicy.enabled=false"), "NetworkPolicy")
+    ]
 
 
 # --- RBAC --------------------------------------------------------------------------------------------------------
@@ -398,6 +578,9 @@ def test_crds_disabled_and_not_kept(helm: str) -> None:
         "metrics.serviceMonitor.intervall=1m",
         "metrics.prometheusRule.breakerOpenFor=5 minutes",
         "metrics.prometheusRule.hitRateThreshold=2",
+        "redis.maxmemoryPolicy=allkeys-lru",  # would evict the version mirror
+        "redis.maxmemory=lots",
+        "redis.persistance.enabled=true",
     ],
 )
 def test_schema_rejects_typos(helm: str, typo: str) -> None:
@@ -432,7 +615,7 @@ def test_monitoring_is_off_by_default(helm: str) -> None:
     docs = render(helm, "--set", "api.enabled=true")
     for kind in MONITORING_KINDS:
         assert not of_kind(docs, kind), kind
-    assert [doc["metadata"]["name"] for doc in of_kind(docs, "Service")] == [f"{RELEASE}-api"]
+    assert sorted(doc["metadata"]["name"] for doc in of_kind(docs, "Service")) == [f"{RELEASE}-api", REDIS]
 
 
 def test_service_monitor_scrapes_the_operator_and_the_api(helm: str) -> None:
@@ -559,7 +742,10 @@ def test_every_object_in_the_schema_is_closed() -> None:
 
 
 # Kubernetes types passed through as-is: the schema lists their allowed fields, values.yaml sets only some.
-PASS_THROUGH = ("podSecurityContext.", "securityContext.", "resources.", "api.resources.", "affinity.")
+PASS_THROUGH = (
+    *("podSecurityContext.", "securityContext.", "resources.", "api.resources.", "affinity."),
+    *("redis.podSecurityContext.", "redis.securityContext.", "redis.resources."),
+)
 
 
 def test_schema_and_values_name_the_same_keys() -> None:
@@ -636,7 +822,10 @@ def test_manifests_mirror_the_default_render(helm: str) -> None:
             a for a in meta.get("annotations", {}) if "helm.sh" in a
         }
         assert not helm_only, f"manifests: {kind} {name} carries Helm-only metadata {sorted(helm_only)}"
-    rendered = {(doc["kind"], doc["metadata"]["name"]): doc for doc in render(helm)}
+    # As the default render, but for the bundled Redis's password: plain manifests read it from the Secret.
+    plain_redis = yaml.safe_load(generate.PLAIN_VALUES.read_text())["redis"]["auth"]["existingSecret"]
+    docs = render(helm, "--set", f"redis.auth.existingSecret={plain_redis}")
+    rendered = {(doc["kind"], doc["metadata"]["name"]): doc for doc in docs}
     namespace = manifests.pop(("Namespace", NAMESPACE))
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     assert set(manifests) == set(rendered)

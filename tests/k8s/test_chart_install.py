@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import uuid
+from typing import Any
 
 import pytest
 import yaml
@@ -84,6 +86,75 @@ def test_helm_install_namespaced_then_uninstall(kube_cluster: KubeCluster, crds:
     assert left.stdout.strip() == ""
 
 
+def test_helm_install_with_the_bundled_redis(kube_cluster: KubeCluster, crds: None, k8s_namespace: str) -> None:
+    """The bundled Redis (on by default; here with persistence and the API) is accepted by the API server as
+    rendered, the generated password survives `helm upgrade`, and uninstall removes it."""
+    release = f"lco-{uuid.uuid4().hex[:6]}"
+    redis = f"{release}-litemaas-cache-operator-redis"
+    selector = f"app.kubernetes.io/instance={release},app.kubernetes.io/component=redis"
+    flags = ["--namespace", k8s_namespace, "--wait=false"]
+    flags += [f"--set={value}" for value in ("crds.enabled=false", "peering.enabled=false", "api.enabled=true")]
+    flags += ["--set=redis.persistence.enabled=true", "--set=redis.persistence.size=2Gi"]
+
+    def get(kind: str, name: str) -> dict[str, Any]:
+        found: dict[str, Any] = json.loads(
+            kube_cluster.run("get", kind, name, "-n", k8s_namespace, "-o", "json").stdout
+        )
+        return found
+
+    install = kube_cluster.helm_run("install", release, str(CHART), *flags, timeout=120)
+    assert "STATUS: deployed" in install.stdout
+    try:
+        kinds = kube_cluster.run(
+            "get", "statefulset,service,secret,networkpolicy", "-n", k8s_namespace, "-l", selector, "-o", "name"
+        ).stdout.split()
+        assert sorted(kinds) == sorted(
+            f"{kind}/{redis}" for kind in ("statefulset.apps", "service", "secret", "networkpolicy.networking.k8s.io")
+        )
+        statefulset = get("statefulset", redis)
+        pod = statefulset["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert pod["securityContext"]["runAsUser"] == 999
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+        args = container["args"]
+        assert args[args.index("--maxmemory-policy") + 1] == "volatile-lru"
+        assert args[args.index("--appendonly") + 1] == "yes"
+        (claim,) = statefulset["spec"]["volumeClaimTemplates"]
+        assert claim["spec"]["resources"]["requests"]["storage"] == "2Gi"
+        assert container["readinessProbe"]["exec"]["command"][0] == "sh"
+        assert get("service", redis)["spec"]["selector"] == statefulset["spec"]["selector"]["matchLabels"]
+        for component in ("operator", "api"):
+            (deployment,) = json.loads(
+                kube_cluster.run(
+                    "get",
+                    "deployment",
+                    "-n",
+                    k8s_namespace,
+                    "-o",
+                    "json",
+                    "-l",
+                    f"app.kubernetes.io/instance={release},app.kubernetes.io/component={component}",
+                ).stdout
+            )["items"]
+            env = {item["name"]: item for item in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+            assert env["REDIS_HOST"]["value"] == redis, component
+            assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": redis, "key": "REDIS_PASSWORD"}
+
+        password = get("secret", redis)["data"]["REDIS_PASSWORD"]
+        assert len(base64.b64decode(password)) == 40
+        upgrade = kube_cluster.helm_run("upgrade", release, str(CHART), *flags, timeout=120)
+        assert "STATUS: deployed" in upgrade.stdout
+        assert get("secret", redis)["data"]["REDIS_PASSWORD"] == password, "helm upgrade must keep the password"
+    finally:
+        kube_cluster.helm_run("uninstall", release, "--namespace", k8s_namespace, timeout=120)
+    left = kube_cluster.run(
+        "get", "statefulset,service,secret,networkpolicy", "-n", k8s_namespace, "-l", selector, "-o", "name"
+    )
+    assert left.stdout.strip() == ""
+
+
 def render_into(cluster: KubeCluster, namespace: str, ci_values: str, *sets: str) -> str:
     """`helm template` of the chart for `namespace` with a ci/ values file (the CRDs left out: they are installed)."""
     flags = [flag for value in ("crds.enabled=false", *sets) for flag in ("--set", value)]
@@ -128,7 +199,11 @@ def test_monitoring_objects_are_accepted_by_the_api_server(
     """The ServiceMonitor, PrometheusRule, metrics Service and dashboard ConfigMap of ci/monitoring-values.yaml pass
     the API server's schema checks (unknown fields refused), and are stored as rendered."""
     rendered = render_into(
-        kube_cluster, k8s_namespace, "monitoring-values.yaml", f"metrics.grafanaDashboard.namespace={k8s_namespace}"
+        kube_cluster,
+        k8s_namespace,
+        "monitoring-values.yaml",
+        f"metrics.grafanaDashboard.namespace={k8s_namespace}",
+        "redis.enabled=false",  # its Service is not a monitoring object (test_helm_install_with_the_bundled_redis)
     )
     kinds = ("ServiceMonitor", "PrometheusRule", "ConfigMap", "Service")
     docs = [doc for doc in yaml.safe_load_all(rendered) if doc and doc["kind"] in kinds]

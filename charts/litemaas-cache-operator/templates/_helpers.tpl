@@ -42,6 +42,16 @@ app.kubernetes.io/instance: {{ .ctx.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
+{{/* Name of the bundled Redis's StatefulSet, Service and (generated) Secret. */}}
+{{- define "litemaas-cache-operator.redisName" -}}
+{{- printf "%s-redis" (include "litemaas-cache-operator.fullname" .) }}
+{{- end }}
+
+{{/* The Secret holding the bundled Redis's password: redis.auth.existingSecret, else the generated one. */}}
+{{- define "litemaas-cache-operator.redisSecretName" -}}
+{{- default (include "litemaas-cache-operator.redisName" .) .Values.redis.auth.existingSecret }}
+{{- end }}
+
 {{- define "litemaas-cache-operator.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "litemaas-cache-operator.fullname" .) .Values.serviceAccount.name }}
@@ -74,6 +84,18 @@ then the plain config. Integers go through `int` so that large ones are not rend
       name: {{ .Values.existingSecret }}
       key: LITELLM_DATABASE_URL
       optional: true
+{{- if .Values.redis.enabled }}
+# The bundled Redis (templates/redis.yaml); existingSecret's REDIS_URL would override it, so it is not read.
+- name: REDIS_HOST
+  value: {{ include "litemaas-cache-operator.redisName" . | quote }}
+- name: REDIS_PORT
+  value: "6379"
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "litemaas-cache-operator.redisSecretName" . }}
+      key: {{ .Values.redis.auth.existingSecretKey }}
+{{- else }}
 - name: REDIS_URL
   valueFrom:
     secretKeyRef:
@@ -86,16 +108,17 @@ then the plain config. Integers go through `int` so that large ones are not rend
       name: {{ .Values.existingSecret }}
       key: REDIS_PASSWORD
       optional: true
-- name: REDIS_ENABLED
-  value: {{ .Values.config.redisEnabled | quote }}
-- name: REDIS_CLUSTER
-  value: {{ .Values.config.redisCluster | quote }}
 {{- with .Values.config.redisHost }}
 - name: REDIS_HOST
   value: {{ . | quote }}
 {{- end }}
 - name: REDIS_PORT
   value: {{ int .Values.config.redisPort | quote }}
+{{- end }}
+- name: REDIS_ENABLED
+  value: {{ .Values.config.redisEnabled | quote }}
+- name: REDIS_CLUSTER
+  value: {{ .Values.config.redisCluster | quote }}
 - name: REDIS_DB
   value: {{ int .Values.config.redisDb | quote }}
 - name: REDIS_KEY_PREFIX
@@ -143,5 +166,11 @@ affinity:
 {{- define "litemaas-cache-operator.validate" -}}
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.peering.enabled) }}
 {{- fail "replicaCount > 1 needs peering.enabled: without kopf peering every replica would warm and invalidate" }}
+{{- end }}
+{{- if and .Values.redis.enabled .Values.config.redisCluster }}
+{{- fail "config.redisCluster needs an external Redis Cluster: the bundled Redis (redis.enabled) is a single server" }}
+{{- end }}
+{{- if and .Values.redis.enabled .Values.plainManifests (not .Values.redis.auth.existingSecret) }}
+{{- fail "redis.auth.existingSecret is required with plainManifests: a generated Redis password would be written into the manifests" }}
 {{- end }}
 {{- end }}
