@@ -66,7 +66,8 @@ def namespace(kube_cluster: KubeCluster) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def release(kube_cluster: KubeCluster, crds: None, namespace: str, key_prefix: str) -> Iterator[dict[str, Any]]:
-    """`helm install` of the chart watching `namespace`, with the API; yields its Deployments by component."""
+    """`helm install` of the chart watching `namespace`, with the API and an external Redis; yields its Deployments
+    by component."""
     name = f"lco-{uuid.uuid4().hex[:6]}"
     values = {
         "watchNamespace": namespace,
@@ -74,6 +75,9 @@ def release(kube_cluster: KubeCluster, crds: None, namespace: str, key_prefix: s
         "peering.enabled": "false",
         "api.enabled": "true",
         "config.redisKeyPrefix": key_prefix,
+        # The containers run on the host's network against the test's Redis (REDIS_URL in the Secret), not the
+        # chart's bundled one (no kubelet here runs its pod).
+        "redis.enabled": "false",
     }
     sets = [arg for key, value in values.items() for arg in ("--set", f"{key}={value}")]
     kube_cluster.helm_run("install", name, str(CHART), "--namespace", namespace, *sets, "--wait=false", timeout=120)
