@@ -102,3 +102,19 @@ async def test_reads_check_on_their_own_at_most_every_interval(fresh_dsn: str, o
     after = await manager.analytics(_query(days))
     assert after.value["totalRequests"] == before + LATE_REQUESTS == sql_requests(fresh_dsn, days)
     assert manager.counters.local.get("freshness:days-refreshed") == 1
+
+
+async def test_only_days_the_check_looks_at_pay_for_a_fingerprint(fresh_dsn: str, open_manager: OpenManager) -> None:
+    """A fill fingerprints only days within CACHE_FRESHNESS_DAYS: an older day never enters the window again, so a
+    cold read of a long range does not pay for a second statement over its rows."""
+    manager = await open_manager(fresh_dsn, freshness_days=5)
+    today = utc_today()
+    await manager.analytics(_query(DateRange(today - dt.timedelta(days=8), today - dt.timedelta(days=2))))
+    with psycopg.connect(fresh_dsn) as conn:
+        rows = conn.execute(
+            "SELECT day, source_fingerprint IS NOT NULL FROM litemaas_cache.daily_usage"
+            " WHERE aggregates IS NOT NULL AND day BETWEEN %s AND %s",
+            (today - dt.timedelta(days=8), today - dt.timedelta(days=2)),
+        ).fetchall()
+    fingerprinted = {day: has for day, has in rows}
+    assert fingerprinted == {today - dt.timedelta(days=n): n <= 5 for n in range(2, 9)}

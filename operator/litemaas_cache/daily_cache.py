@@ -84,6 +84,13 @@ class FreshnessPolicy:
 
     current_day_ttl: dt.timedelta
     yesterday_grace: dt.timedelta
+    fingerprinted_days: int = 0  # CACHE_FRESHNESS_DAYS: the recent past days whose source rows are fingerprinted
+
+    def is_fingerprinted(self, day: dt.date, now: dt.datetime | None = None) -> bool:
+        """A day the freshness check will look at (or already does): its fill records its source fingerprint.
+        Older days never enter the window again, so their fills skip that extra statement."""
+        now = now or utc_now()
+        return day >= now.date() - dt.timedelta(days=self.fingerprinted_days)
 
     def is_current(self, day: dt.date, now: dt.datetime | None = None) -> bool:
         """Still changing: today or later, or yesterday within the grace period after UTC midnight."""
@@ -172,7 +179,9 @@ class PostgresDayCache:
                 if missing:
                     # Fingerprinted before the rows are read: a row landing in between makes the stored
                     # fingerprint older than the payload, so the day is recomputed once more, never missed.
-                    fingerprints = await self._source.fingerprints(missing)
+                    fingerprints = await self._source.fingerprints(
+                        [d for d in missing if self.policy.is_fingerprinted(d)]
+                    )
                     rows = await self._source.fetch(missing)
                     dims = await asyncio.to_thread(dimensions_of, rows, await load_key_owners(conn))
                     codes = await self._dictionary.register(conn, dims.values())
@@ -189,7 +198,7 @@ class PostgresDayCache:
                                 d.frame.height if d.frame is not None else 0,
                                 *totals,
                                 d.version,
-                                fingerprints[d.day],
+                                fingerprints.get(d.day),
                             )
                             for d, totals in computed
                         ],

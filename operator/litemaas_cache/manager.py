@@ -43,6 +43,7 @@ class CacheManager:
             FreshnessPolicy(
                 current_day_ttl=dt.timedelta(seconds=settings.ttl_current_day),
                 yesterday_grace=dt.timedelta(seconds=settings.yesterday_grace_seconds),
+                fingerprinted_days=settings.freshness_days,
             ),
             source,
             self.dictionary,
