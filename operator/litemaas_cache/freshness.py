@@ -35,14 +35,13 @@ class SourceFreshness:
         counters: Counters,
         invalidate: Invalidate,
         *,
-        window_days: int,
         read_check_seconds: float,
     ) -> None:
         self._postgres = postgres
         self._source = source
         self._counters = counters
         self._invalidate = invalidate
-        self._window_days = window_days
+        self._window_days = postgres.policy.fingerprinted_days  # the days whose fills record a fingerprint
         self._read_check_seconds = read_check_seconds
         self._checked_at: float | None = None
         self._lock = asyncio.Lock()

@@ -68,7 +68,6 @@ class CacheManager:
             source,
             self.counters,
             lambda days: self.maintenance.invalidate(days),
-            window_days=settings.freshness_days,
             read_check_seconds=settings.freshness_check_minutes * 60,
         )
         self.service = AnalyticsService(

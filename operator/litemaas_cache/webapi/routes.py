@@ -392,15 +392,6 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
-_BY_ENDPOINT = {(r.method, r.path): r for r in ROUTES}
-
-
-def route_of(request: web.Request) -> Route | None:
-    """The ROUTES entry a request matched (None: no route, a 404 or 405 to come)."""
-    resource = request.match_info.route.resource
-    return None if resource is None else _BY_ENDPOINT.get((request.method, resource.canonical))
-
-
 def guarded(route: Route, max_days: Callable[[], int]) -> Handler:
     """The route's handler, with every failure answered in LiteMaaS's error shape: request mistakes as 400s that
     name the field, a backend that is down as 503, anything else as 500 with the route's code (and logged)."""
