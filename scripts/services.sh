@@ -47,6 +47,14 @@ postgres_up() {
       su postgres -c "psql -p $PG_PORT -qc \"CREATE ROLE $PG_USER LOGIN CREATEDB PASSWORD '$PG_PASSWORD'\""
     su postgres -c "psql -p $PG_PORT -qtAc \"SELECT 1 FROM pg_database WHERE datname='$PG_DB'\"" | grep -q 1 ||
       su postgres -c "createdb -p $PG_PORT -O $PG_USER $PG_DB"
+    # pg_stat_statements counts the statements and rows each bench peer costs PostgreSQL (bench/); loading it needs
+    # one restart, on the first start only.
+    if ! su postgres -c "psql -p $PG_PORT -qtAc 'SHOW shared_preload_libraries'" | grep -q pg_stat_statements; then
+      su postgres -c "psql -p $PG_PORT -qc \"ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'\""
+      pg_ctlcluster "$(ls /usr/lib/postgresql | sort -V | tail -1)" main restart
+      wait_for "PostgreSQL on 127.0.0.1:$PG_PORT" 30 pg_ready
+    fi
+    su postgres -c "psql -p $PG_PORT -d $PG_DB -qc 'CREATE EXTENSION IF NOT EXISTS pg_stat_statements'" 2>/dev/null
   fi
   log "PostgreSQL ready on 127.0.0.1:$PG_PORT"
 }
