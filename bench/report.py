@@ -104,15 +104,14 @@ def render(report: dict[str, Any]) -> str:
         )
     w = report.get("warmHttp")
     if w:
-        for encoding in ("zstd", "gzip", "identity"):
-            e = w[encoding]
-            lines.append(
-                f"warm HTTP read of the {w['view']} document ({w['dataset']}), client accepting {encoding}:"
-                f" p50 {_ms(e['http']['p50Ms'])} ms for {e['bodyBytes']:,} bytes; raw GET of its Redis entry"
-                f" ({e['entryBytes']:,} bytes) p50 {_ms(e['rawGet']['p50Ms'])} ms;"
-                f" HTTP / raw GET {_x(e['httpOverRawGet'])}"
-                f" ({e['http']['runs']} runs each)"
-            )
+        for tier, measured in w["tiers"].items():
+            for encoding, e in measured.items():
+                lines.append(
+                    f"warm HTTP read of the {w['view']} document ({w['dataset']}) from {tier},"
+                    f" client accepting {encoding}: p50 {_ms(e['http']['p50Ms'])} ms for {e['bodyBytes']:,} bytes;"
+                    f" raw GET of its Redis entry ({e['entryBytes']:,} bytes) p50 {_ms(e['rawGet']['p50Ms'])} ms;"
+                    f" HTTP / raw GET {_x(e['httpOverRawGet'])} ({e['http']['runs']} runs each)"
+                )
     x = report.get("export")
     if x:
         for e in x["exports"]:

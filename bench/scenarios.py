@@ -333,8 +333,9 @@ class ApiProcess:
 
 
 @contextlib.asynccontextmanager
-async def api_server(bench: Bench, token: str) -> AsyncIterator[ApiProcess]:
-    """`litemaas-cache api` as a child process on a free loopback port, with its own key prefix."""
+async def api_server(bench: Bench, token: str, **settings: str) -> AsyncIterator[ApiProcess]:
+    """`litemaas-cache api` as a child process on a free loopback port, with its own key prefix (and `settings`, as
+    environment variables)."""
     port = _free_port()
     prefix = bench.new_prefix()
     API_LOG.parent.mkdir(parents=True, exist_ok=True)
@@ -348,7 +349,7 @@ async def api_server(bench: Bench, token: str) -> AsyncIterator[ApiProcess]:
         "127.0.0.1",
         "--port",
         str(port),
-        env={**bench.env(prefix), "API_TOKEN": token, **unlimited},
+        env={**bench.env(prefix), "API_TOKEN": token, **unlimited, **settings},
         stdout=asyncio.subprocess.DEVNULL,
         stderr=log,
     )
@@ -451,14 +452,20 @@ async def year_view(
     return view(bench.dataset, days, paths, sql_result, document), memory
 
 
-async def _served(session: aiohttp.ClientSession, url: str, days: DateRange, encoding: str) -> int:
+async def _served(
+    session: aiohttp.ClientSession, url: str, days: DateRange, encoding: str, tier: str | None = None
+) -> int:
     """One warm read of the unfiltered document as the client gets it (not decompressed: the session's
-    auto_decompress is off); returns its size, after checking it was the Redis entry in the asked encoding."""
+    auto_decompress is off); returns its size, after checking it was served in the asked encoding (by `tier`)."""
     body = {"startDate": days.start.isoformat(), "endDate": days.end.isoformat()}
     async with session.post(f"{url}{ANALYTICS_PATH}", json=body, headers={"Accept-Encoding": encoding}) as resp:
         data = await resp.read()
         served = resp.headers.get("Content-Encoding", "identity")
-        if resp.status != 200 or resp.headers.get("X-Cache-Tier") != "redis" or served != encoding:
+        if (
+            resp.status != 200
+            or resp.headers.get("X-Cache-Tier") != (tier or resp.headers.get("X-Cache-Tier"))
+            or served != encoding
+        ):
             raise RuntimeError(f"warm read: {resp.status}, tier {resp.headers.get('X-Cache-Tier')}, {served}")
         return len(data)
 
@@ -470,40 +477,56 @@ async def _raw_get(redis: Redis, key: str) -> int:
     return len(data)
 
 
+WARM_TIERS = {"memory": {}, "redis": {"CACHE_LOCAL_RESULTS_MIB": "0"}}
+"""The tiers a warm read is measured from: the API process's copy of the Redis entry (the default), and the Redis
+entry itself (an API that keeps no copy)."""
+
+
 async def warm_http_reads(bench: Bench, manager: CacheManager, days: DateRange) -> dict[str, Any]:
-    """Warm HTTP reads of the view's analytics document (POST, a Redis hit served as stored) interleaved with raw
-    GETs of the Redis entry each is served from, per encoding the client accepts; identity clients for reference."""
+    """Warm HTTP reads of the view's analytics document (POST, served as stored) interleaved with raw GETs of the
+    Redis entry each is served from, per encoding the client accepts (identity clients for reference), from each of
+    WARM_TIERS."""
     bench.say(days, "warm HTTP reads against raw Redis GETs of the same key")
     token = secrets.token_hex(16)
     headers = {"Authorization": f"Bearer {token}"}
-    result: dict[str, Any] = {"view": f"{days.days}-day", "dataset": bench.dataset.name, "range": str(days)}
-    async with (
-        api_server(bench, token) as api,
-        aiohttp.ClientSession(headers=headers, timeout=HTTP_TIMEOUT, auto_decompress=False) as session,
-    ):
-        await _wait_healthy(session, api.url)
-        await _analytics(session, api.url, days)  # computes the document and stores it
-        keys = KeySpace.of_database(api.prefix, await manager.db.identity())
-        key = keys.result("analytics", days, UsageFilters().fingerprint())
-        for encoding in (*ENCODINGS, "identity"):
-            http, raw = Samples(), Samples()
-            entry = keys.result_entry(key, "zstd" if encoding == "identity" else encoding)  # type: ignore[arg-type]
-            sizes: dict[str, int] = {}
+    result: dict[str, Any] = {
+        "view": f"{days.days}-day",
+        "dataset": bench.dataset.name,
+        "range": str(days),
+        "tiers": {},
+    }
+    for tier, settings in WARM_TIERS.items():
+        async with (
+            api_server(bench, token, **settings) as api,
+            aiohttp.ClientSession(headers=headers, timeout=HTTP_TIMEOUT, auto_decompress=False) as session,
+        ):
+            await _wait_healthy(session, api.url)
+            await _analytics(session, api.url, days)  # computes the document and stores it
+            keys = KeySpace.of_database(api.prefix, await manager.db.identity())
+            key = keys.result("analytics", days, UsageFilters().fingerprint())
+            result["tiers"][tier] = measured = {}
+            for encoding in (*ENCODINGS, "identity"):
+                http, raw = Samples(), Samples()
+                entry = keys.result_entry(key, "zstd" if encoding == "identity" else encoding)  # type: ignore[arg-type]
+                sizes: dict[str, int] = {}
+                await _served(session, api.url, days, encoding)  # the first read from Redis fills the API's copy
 
-            async def http_read(encoding: str = encoding, http: Samples = http, sizes: dict[str, int] = sizes) -> None:
-                sizes["body"] = await timed(http, lambda: _served(session, api.url, days, encoding))
+                async def http_read(
+                    encoding: str = encoding, http: Samples = http, sizes: dict[str, int] = sizes, tier: str = tier
+                ) -> None:
+                    sizes["body"] = await timed(http, lambda: _served(session, api.url, days, encoding, tier))
 
-            async def raw_read(entry: str = entry, raw: Samples = raw, sizes: dict[str, int] = sizes) -> None:
-                sizes["entry"] = await timed(raw, lambda: _raw_get(bench.redis, entry))
+                async def raw_read(entry: str = entry, raw: Samples = raw, sizes: dict[str, int] = sizes) -> None:
+                    sizes["entry"] = await timed(raw, lambda: _raw_get(bench.redis, entry))
 
-            await interleaved(bench.runs.warm, http_read, raw_read)
-            result[encoding] = {
-                "http": http.as_dict(),
-                "rawGet": raw.as_dict(),
-                "httpOverRawGet": ratio(http.p50, raw.p50),
-                "bodyBytes": sizes["body"],
-                "entryBytes": sizes["entry"],
-            }
+                await interleaved(bench.runs.warm, http_read, raw_read)
+                measured[encoding] = {
+                    "http": http.as_dict(),
+                    "rawGet": raw.as_dict(),
+                    "httpOverRawGet": ratio(http.p50, raw.p50),
+                    "bodyBytes": sizes["body"],
+                    "entryBytes": sizes["entry"],
+                }
     return result
 
 

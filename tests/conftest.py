@@ -195,10 +195,12 @@ def redis_cluster_url() -> str:
 
 @pytest.fixture(params=REDIS_TARGETS)
 def redis_target(request: pytest.FixtureRequest) -> dict[str, object]:
-    """Settings overrides selecting standalone Redis (REDIS_URL) or the local Redis Cluster."""
+    """Settings overrides selecting standalone Redis (REDIS_URL) or the local Redis Cluster, and the Redis tier on
+    its own: no result bodies held in memory in front of it (tests/test_local_results.py tests those)."""
+    alone = {"local_results_mib": 0}
     if request.param == "cluster":
-        return {"redis_cluster": True, "redis_url": request.getfixturevalue("redis_cluster_url")}
-    return {"redis_cluster": False, "redis_url": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")}
+        return {"redis_cluster": True, "redis_url": request.getfixturevalue("redis_cluster_url"), **alone}
+    return {"redis_cluster": False, "redis_url": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), **alone}
 
 
 @pytest_asyncio.fixture

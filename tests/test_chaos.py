@@ -170,7 +170,9 @@ async def test_redis_full_under_noeviction_says_so_and_answers_stay_right(
     stored, new = mix[:2], mix[2:]  # results written before Redis fills up, and results it has no room for
     full = ["--maxmemory", str(MAXMEMORY), "--maxmemory-policy", "noeviction"]
     with RedisServer(tmp_path, extra_args=full) as server:
-        settings = load_settings(database_url=fresh_dsn, redis_url=server.url, redis_key_prefix=key_prefix)
+        settings = load_settings(
+            database_url=fresh_dsn, redis_url=server.url, redis_key_prefix=key_prefix, local_results_mib=0
+        )
         async with CacheManager.open(settings) as manager:
             for read in stored:
                 await read.run(manager)

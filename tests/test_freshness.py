@@ -56,7 +56,8 @@ async def test_a_late_row_three_days_ago_is_picked_up_by_the_next_warm_and_only_
     late_day = today - dt.timedelta(days=3)
     write_late_row(fresh_dsn, late_day)
     stale = await manager.analytics(_query(days))  # the read check ran moments ago: still the cached answer
-    assert (stale.tier, stale.value["totalRequests"]) == ("redis", before)
+    assert stale.tier in ("redis", "memory")
+    assert stale.value["totalRequests"] == before
 
     computed = _computed(manager)
     report = await manager.warm([days])

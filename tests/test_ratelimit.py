@@ -4,6 +4,7 @@ guessing limited by address."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -68,6 +69,32 @@ async def test_the_eleventh_analytics_call_in_a_minute_gets_429(fresh_dsn: str, 
     async with Redis.from_url(make_settings(fresh_dsn).redis_dsn) as redis:
         assert int(await redis.get(key)) == 12
         assert 0 < await redis.pttl(key) <= 60_000
+
+
+async def test_requests_answered_before_redis_counts_them_are_all_counted(
+    fresh_dsn: str, open_manager: OpenManager
+) -> None:
+    """Below half its limit a caller's requests are answered first and counted in Redis a moment later: Redis ends
+    up with every one, soon after, and when the API stops before that moment."""
+    manager = await open_manager(fresh_dsn)
+    admin, readonly = mint(ADMIN_ID, ["admin"]), mint(READONLY_ID, ["admin-readonly"])
+    async with Redis.from_url(make_settings(fresh_dsn).redis_dsn) as redis:
+
+        async def counted(user: str) -> int:
+            return int(await redis.get(manager.keys.rate_limit("analytics", f"user:{user}")) or 0)
+
+        async with serving(manager) as client:
+            for served in range(1, 5):
+                response = await analytics(client, admin)
+                assert response.headers["x-ratelimit-remaining"] == str(10 - served)
+            for _ in range(250):  # up to 5 s
+                if await counted(ADMIN_ID) >= 4:
+                    break
+                await asyncio.sleep(0.02)
+            assert await counted(ADMIN_ID) == 4
+            for _ in range(4):
+                assert (await analytics(client, readonly)).status == 200
+        assert await counted(READONLY_ID) == 4, "the API sent what it had not counted yet as it stopped"
 
 
 async def test_rebuild_bucket_allows_one_per_five_minutes(fresh_dsn: str, open_manager: OpenManager) -> None:

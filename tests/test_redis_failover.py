@@ -31,7 +31,8 @@ OpenManager = Callable[..., Awaitable[CacheManager]]
 CLI = str(Path(sys.executable).with_name("litemaas-cache"))  # the console script beside this interpreter
 SOURCE = '"LiteLLM_DailyUserSpend"'
 # Quick failure detection for tests: short timeouts, a fast first probe.
-FAST = {"redis_socket_timeout": 0.25, "redis_breaker_reset_seconds": 0.2}
+# The Redis tier on its own: no result bodies held in memory in front of it (tests/test_local_results.py).
+FAST = {"redis_socket_timeout": 0.25, "redis_breaker_reset_seconds": 0.2, "local_results_mib": 0}
 
 
 async def wait_until(what: str, condition: Callable[[], bool | Awaitable[bool]], seconds: float = 15.0) -> float:

@@ -28,7 +28,8 @@ from tests.support.oracle import Filters, Oracle, open_oracle, sql_requests
 from tests.support.sentinel import SentinelSetup
 
 OpenManager = Callable[..., Awaitable[CacheManager]]
-FAST = {"redis_socket_timeout": 0.25, "redis_breaker_reset_seconds": 0.2}
+# The Redis tier on its own: no result bodies held in memory in front of it (tests/test_local_results.py).
+FAST = {"redis_socket_timeout": 0.25, "redis_breaker_reset_seconds": 0.2, "local_results_mib": 0}
 READERS = 4
 
 

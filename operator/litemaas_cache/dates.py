@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -63,8 +64,7 @@ class DateRange:
         return (self.end - self.start).days + 1
 
     def __iter__(self) -> Iterator[dt.date]:
-        for offset in range(self.days):
-            yield self.start + dt.timedelta(days=offset)
+        return iter(_days(self.start, self.end))
 
     def previous(self) -> DateRange:
         """The period of equal length that ends the day before this one starts."""
@@ -92,6 +92,12 @@ class DateRange:
 
     def __str__(self) -> str:
         return f"{self.start.isoformat()}..{self.end.isoformat()}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _days(start: dt.date, end: dt.date) -> tuple[dt.date, ...]:
+    """The days of start..end: built once per range (a warm read walks its range's days several times)."""
+    return tuple(map(dt.date.fromordinal, range(start.toordinal(), end.toordinal() + 1)))
 
 
 def _month_start(day: dt.date) -> dt.date:

@@ -55,8 +55,16 @@ class UsageFilters(BaseModel):
 
     def fingerprint(self) -> str:
         """A short stable hash of the normalised filters (part of cache keys)."""
-        payload = orjson.dumps(self.model_dump(by_alias=True), option=orjson.OPT_SORT_KEYS)
-        return hashlib.blake2b(payload, digest_size=10).hexdigest()
+        return _NO_FILTERS_FINGERPRINT if self.is_empty() else _fingerprint(self)
+
+
+def _fingerprint(filters: UsageFilters) -> str:
+    payload = orjson.dumps(filters.model_dump(by_alias=True), option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(payload, digest_size=10).hexdigest()
+
+
+_NO_FILTERS_FINGERPRINT = _fingerprint(UsageFilters())
+"""The fingerprint of most dashboard reads, made once."""
 
 
 class AnalyticsQuery(BaseModel):

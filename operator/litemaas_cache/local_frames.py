@@ -10,61 +10,30 @@ the Redis transfer and the decoding, which is most of such a read.
 from __future__ import annotations
 
 import datetime as dt
-import threading
-import time
-from collections import OrderedDict
-from dataclasses import dataclass
 
+from .budget_lru import BudgetLru
 from .frames import DayFrame, narrow, widen
-
-
-@dataclass(frozen=True)
-class _Entry:
-    day: DayFrame
-    expires: float
-    size: int
 
 
 class LocalFrames:
     def __init__(self, budget_bytes: int) -> None:
-        self._budget = budget_bytes
-        self._entries: OrderedDict[dt.date, _Entry] = OrderedDict()
-        self._used = 0
-        self._lock = threading.Lock()
+        self._kept: BudgetLru[dt.date, DayFrame] = BudgetLru(budget_bytes)
 
     @property
     def enabled(self) -> bool:
-        return self._budget > 0
+        return self._kept.enabled
 
     def get(self, day: dt.date, version: int) -> DayFrame | None:
         """The day's decoded frame if it is held at `version` and has not expired."""
-        with self._lock:
-            entry = self._entries.get(day)
-            if entry is None:
-                return None
-            if entry.day.version != version or entry.expires <= time.monotonic():
-                self._drop(day)
-                return None
-            self._entries.move_to_end(day)
-        assert entry.day.frame is not None
-        return DayFrame(entry.day.header, widen(entry.day.frame), b"")
+        held = self._kept.get(day, lambda frame: frame.version == version)
+        if held is None:
+            return None
+        assert held.frame is not None
+        return DayFrame(held.header, widen(held.frame), b"")
 
     def put(self, day: DayFrame, ttl_seconds: float) -> None:
         """Keep a decoded day, narrowed (about 2.5x smaller); one larger than the whole budget is not kept."""
         if day.frame is None:
             return
         kept = narrow(day.frame)
-        size = int(kept.estimated_size())
-        if size > self._budget:
-            return
-        with self._lock:
-            self._drop(day.day)
-            self._entries[day.day] = _Entry(DayFrame(day.header, kept, b""), time.monotonic() + ttl_seconds, size)
-            self._used += size
-            while self._used > self._budget:
-                self._drop(next(iter(self._entries)))
-
-    def _drop(self, day: dt.date) -> None:
-        entry = self._entries.pop(day, None)
-        if entry is not None:
-            self._used -= entry.size
+        self._kept.put(day.day, DayFrame(day.header, kept, b""), int(kept.estimated_size()), ttl_seconds)

@@ -69,6 +69,7 @@ class CacheMetrics:
             "requests": requests,
             "requests:source": source.labels(kind="result"),
             "computations": counter("computations", "Range results computed (not found in Redis)."),
+            "result:memory:hit": hits.labels(kind="result", tier="memory"),
             "result:redis:hit": hits.labels(kind="result", tier="redis"),
             "result:redis:miss": misses.labels(kind="result", tier="redis"),
             "lock:acquired": locks.labels(outcome="acquired"),

@@ -2,7 +2,8 @@
 processes (a lease lock whose waiters poll for the result, and take the lock over if its holder gave up).
 
 A result entry carries the version of every day it was computed from; it is served only while those versions are
-current (see redis_tier.store), so an invalidation makes it unreadable at once.
+current (see redis_tier.store), so an invalidation makes it unreadable at once. The bodies this process read from
+Redis are also kept in its memory (local_results.py), served under the same check.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from typing import Any
 
 from .codec import Body
 from .dates import DateRange
+from .local_results import HeldResult, LocalResults
 from .redis_tier import RedisTier
+from .redis_tier.store import StoredResult
 from .settings import Settings
 from .stats import Counters
 from .vocabulary import ContentEncoding, CounterName, Tier
@@ -68,10 +71,14 @@ class ResultCache:
         self._redis = redis
         self._counters = counters
         self._inflight: dict[str, asyncio.Future[Answer]] = {}
+        self._local = LocalResults(settings.local_results_mib * 1024 * 1024)
 
     async def get(self, job: ResultJob, encoding: ContentEncoding = "zstd") -> Answer:
-        """The job's result, from Redis (its stored `encoding`) or computed; one computation per key at a time in
-        this process."""
+        """The job's result, from this process's copy of its Redis entry, from Redis (its stored `encoding`) or
+        computed; one computation per key at a time in this process."""
+        held = await self._held(job, encoding)
+        if held is not None:
+            return held
         if job.key in self._inflight:
             return await asyncio.shield(self._inflight[job.key])
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
@@ -92,13 +99,14 @@ class ResultCache:
         redis = self._redis
 
         def count(counter: CounterName) -> None:
-            if job.counted:
-                self._counters.add(counter)
+            self._count(job, counter)
 
-        def hit(found: tuple[Body, list[int]]) -> Answer:
+        def hit(found: StoredResult) -> Answer:
             count("result:redis:hit")
-            body, vector = found
-            return Answer(body, "redis", versions=dict(zip(days, vector, strict=True)))
+            if self._local.enabled:
+                held = HeldResult(found.vector, found.body.encoded(encoding))
+                self._local.put(job.key, encoding, held, found.ttl_seconds)
+            return Answer(found.body, "redis", versions=dict(zip(days, found.vector, strict=True)))
 
         count("requests")
         found = await redis.get_result(job.key, days, encoding)
@@ -128,9 +136,28 @@ class ResultCache:
                 await redis.unlock(job.key, token)
             await redis.maybe_flush_stats()
 
+    def _count(self, job: ResultJob, counter: CounterName) -> None:
+        if job.counted:
+            self._counters.add(counter)
+
+    async def _held(self, job: ResultJob, encoding: ContentEncoding) -> Answer | None:
+        """The body this process holds for the job, if its versions are still the mirror's (asked of Redis now)."""
+        held = self._local.get(job.key, encoding)
+        if held is None:
+            return None
+        days = tuple(job.covered)
+        if not await self._redis.still_current(days, held.vector):
+            self._local.drop(job.key, encoding)
+            return None
+        self._count(job, "requests")
+        self._count(job, "result:memory:hit")
+        await self._redis.maybe_flush_stats()
+        body = Body(encoded={encoding: held.body})
+        return Answer(body, "memory", versions=dict(zip(days, held.vector, strict=True)))
+
     async def _wait_for_result(
         self, key: str, days: list[dt.date], encoding: ContentEncoding
-    ) -> tuple[tuple[Body, list[int]] | None, str | None]:
+    ) -> tuple[StoredResult | None, str | None]:
         """Another process holds the lock: poll for its result for a bounded time.
 
         Returns (result, None) when it appears, (None, token) when the lock could be taken over because the holder

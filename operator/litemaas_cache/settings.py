@@ -182,6 +182,13 @@ class Settings(BaseSettings):
         validation_alias="CACHE_LOCAL_FRAMES_MIB",
         description="Memory each process may keep of decoded days read from the cache tiers (0: none).",
     )
+    local_results_mib: int = Field(
+        default=64,
+        ge=0,
+        le=65536,
+        validation_alias="CACHE_LOCAL_RESULTS_MIB",
+        description="Memory each process may keep of result bodies read from Redis, as stored (0: none).",
+    )
     chunk_days: int = Field(
         default=7,
         ge=1,

@@ -62,7 +62,7 @@ async def stats_document(redis: RedisTier, counters: Counters) -> dict[str, Any]
         "hitRate": _rate(requests - from_source, from_source),
         "requests": requests,
         "computations": values.get("computations", 0),
-        "memory": {"dayHits": values.get("day:memory:hit", 0)},
+        "memory": {"dayHits": values.get("day:memory:hit", 0), "resultHits": values.get("result:memory:hit", 0)},
         "redis": {
             "enabled": redis.enabled,
             "available": available,
@@ -88,12 +88,14 @@ async def stats_document(redis: RedisTier, counters: Counters) -> dict[str, Any]
 
 
 async def cache_metrics(redis: RedisTier, counters: Counters) -> dict[str, Any]:
-    """LiteMaaS's eight cache metrics, from our counters (shared through Redis when it is up):
-    hits and misses of the result cache, rebuilds (rebuild-cache and refresh-today), the result lease lock taken
-    at once or found held, and reads of yesterday treated as still changing (the grace after midnight)."""
+    """LiteMaaS's eight cache metrics, from our counters (shared through Redis when it is up): hits (from Redis, or
+    from a process's copy of a Redis entry) and misses of the result cache, rebuilds (rebuild-cache and
+    refresh-today), the result lease lock taken at once or found held, and reads of yesterday treated as still
+    changing (the grace after midnight)."""
     shared = await redis.read_stats()
     values = shared if shared is not None else dict(counters.local)
-    hits, misses = values.get("result:redis:hit", 0), values.get("result:redis:miss", 0)
+    hits = values.get("result:redis:hit", 0) + values.get("result:memory:hit", 0)
+    misses = values.get("result:redis:miss", 0)
     acquired, contended = values.get("lock:acquired", 0), values.get("lock:contended", 0)
     return {
         "cacheHits": hits,

@@ -56,6 +56,7 @@ CounterName = Literal[
     "requests",
     "requests:source",
     "computations",
+    "result:memory:hit",
     "result:redis:hit",
     "result:redis:miss",
     "lock:acquired",

@@ -19,6 +19,9 @@ MIRROR_INCARNATION = "incarnation"
 """A random id set by the first re-sync into an empty mirror: a FLUSHALL removes it, and no later one repeats it."""
 MIRROR_COMPLETE = "complete"
 """Present once a re-sync from PostgreSQL landed in this incarnation: only then may the mirror be trusted."""
+MIRROR_GENERATION = "generation"
+"""A random id rewritten by every change to the mirror: while it reads the same, no day's version changed."""
+MIRROR_META_FIELDS = frozenset({MIRROR_INCARNATION, MIRROR_COMPLETE, MIRROR_GENERATION})
 
 ResultKind = Literal["analytics", "by-user", "by-model", "by-provider", "filter-options"]
 RESULT_KINDS: tuple[ResultKind, ...] = ("analytics", "by-user", "by-model", "by-provider", "filter-options")
@@ -37,7 +40,7 @@ class KeySpace:
     @property
     def versions(self) -> str:
         """Hash day -> version: mirrors PostgreSQL's daily_usage.version; never expires. It also holds the fields
-        MIRROR_INCARNATION and MIRROR_COMPLETE, so that a flush removes them together with the versions."""
+        the fields of MIRROR_META_FIELDS, so that a flush removes them together with the versions (see mirror.py)."""
         return f"{self.prefix}day-versions"
 
     @property

@@ -12,7 +12,7 @@ from ..dates import DateRange
 from ..frames import DayFrame
 from ..vocabulary import ContentEncoding
 from .keys import KeySpace
-from .store import RedisFailure
+from .store import RedisFailure, StoredResult
 
 
 class NullRedisStore:
@@ -41,9 +41,12 @@ class NullRedisStore:
     async def put_days(self, days: Iterable[DayFrame], ttl: Callable[[DayFrame], int]) -> int:
         return 0
 
+    async def still_current(self, days: Sequence[dt.date], vector: list[int]) -> bool:
+        return False
+
     async def get_result(
         self, key: str, days: Sequence[dt.date], encoding: ContentEncoding = "zstd"
-    ) -> tuple[Body, list[int]] | None:
+    ) -> StoredResult | None:
         return None
 
     async def put_result(self, key: str, versions: dict[dt.date, int], body: Body, ttl: int) -> bool:
@@ -58,7 +61,7 @@ class NullRedisStore:
     async def unlock(self, key: str, token: str) -> None:
         return None
 
-    async def count_in_window(self, key: str, window_ms: int) -> tuple[int, int] | None:
+    async def count_in_window(self, key: str, window_ms: int, amount: int = 1) -> tuple[int, int] | None:
         return None
 
     def count(self, counter: str, amount: int = 1) -> None:

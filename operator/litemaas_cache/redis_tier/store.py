@@ -1,11 +1,10 @@
 """A fail-soft Redis store: every call has a timeout, goes through the circuit breaker, and on any Redis
 failure returns a neutral answer (a miss, False) instead of raising.
 
-Correctness rests on per-day versions. PostgreSQL's daily_usage.version is the truth; the hash
-`<prefix>day-versions` mirrors it and is only ever raised (a Lua max-merge). Every day entry and every
-result entry carries the versions it was computed from, and a read accepts an entry only when they equal
-the mirror's current versions. An invalidation raises the mirror first, so any entry computed before it,
-even one written after it (the set-after-delete race), can never be read again.
+Correctness rests on per-day versions (the version mirror, mirror.py). Every day entry and every result entry
+carries the versions it was computed from, and a read accepts an entry only when they equal the mirror's current
+versions. An invalidation raises the mirror first, so any entry computed before it, even one written after it (the
+set-after-delete race), can never be read again.
 
 The mirror can also lose raises without any call failing: another client's FLUSHALL (LiteMaaS flushes LiteLLM's
 Redis after every model change), an eviction or an empty restart, or a Sentinel failover to a replica that had not
@@ -49,47 +48,22 @@ from ..frames import DayFrame, UnreadablePayload, read_header
 from ..vocabulary import ContentEncoding
 from .breaker import BreakerState, CircuitBreaker
 from .connection import RedisClient, follow_master, open_client
-from .keys import MIRROR_COMPLETE, MIRROR_INCARNATION, KeySpace
+from .keys import MIRROR_INCARNATION, KeySpace
+from .mirror import LEASE_SECONDS, MirrorLost, VersionMirror, held_days
 
 log = logging.getLogger(__name__)
 
 VersionSource = Callable[[], Awaitable[dict[dt.date, int]]]
-
-# Raise mirror entries (never lower one). ARGV[1]: a field that must hold ARGV[2] for anything to happen ('' for
-# none; an empty ARGV[2] only asks that the field exist); ARGV[3]: '' or a field to set to ARGV[4] after the merge;
-# then day, version pairs. Returns how many days were raised, or -1 when the required field was not as asked.
-_MAX_MERGE_LUA = """
-if ARGV[1] ~= '' then
-  local held = redis.call('HGET', KEYS[1], ARGV[1])
-  if not held or (ARGV[2] ~= '' and held ~= ARGV[2]) then return -1 end
-end
-local raised = 0
-for i = 5, #ARGV, 2 do
-  local current = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0')
-  if tonumber(ARGV[i + 1]) > current then
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-    raised = raised + 1
-  end
-end
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], ARGV[3], ARGV[4]) end
-return raised
-"""
-
-# A re-sync's start: the mirror's incarnation, created when the mirror is empty (flushed, evicted, new).
-_INCARNATION_LUA = """
-redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
-return redis.call('HGET', KEYS[1], ARGV[1])
-"""
 
 _RELEASE_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
 
-# One round trip: count the request, and give a window its lifetime when its first request opens it (or when a key
-# somehow lost its expiry, which would otherwise never reset).
+# One round trip: count requests (ARGV[2]), and give a window its lifetime (ARGV[1] ms) when its first request opens
+# it (or when a key somehow lost its expiry, which would otherwise never reset).
 _WINDOW_LUA = """
-local counted = redis.call('INCR', KEYS[1])
+local counted = redis.call('INCRBY', KEYS[1], ARGV[2])
 local remaining = redis.call('PTTL', KEYS[1])
 if remaining < 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
@@ -147,23 +121,14 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-class MirrorLost(Exception):
-    """The version mirror is not complete (flushed, evicted, restarted empty): nothing in Redis can be trusted, and
-    no entry's versions may be merged into it, until a re-sync from PostgreSQL completes it again."""
+@dataclass(frozen=True)
+class StoredResult:
+    """A result entry read from Redis at the mirror's current versions: its body in the encoding asked, its version
+    vector, and what is left of its TTL."""
 
-
-def _mirror_fields(days: Sequence[dt.date]) -> list[str]:
-    """The HMGET fields that read `days` from the mirror, and whether the mirror is complete (first)."""
-    return [MIRROR_COMPLETE, *(d.isoformat() for d in days)]
-
-
-def _versions(mirror: Sequence[bytes | None]) -> list[int]:
-    """An HMGET of _mirror_fields as numbers; a day the mirror does not hold is at version 0. Raises MirrorLost
-    when the mirror is not complete."""
-    complete, *versions = mirror
-    if complete is None:
-        raise MirrorLost
-    return [int(v) if v is not None else 0 for v in versions]
+    body: Body
+    vector: list[int]
+    ttl_seconds: float
 
 
 class RedisStore:
@@ -182,6 +147,7 @@ class RedisStore:
         resync_seconds: float = 30.0,
     ) -> None:
         self.keys = keys
+        self.mirror = VersionMirror(keys.versions)
         # Even without a failure of its own, each process re-raises the shared mirror from PostgreSQL this often:
         # an invalidation that could not reach Redis (run by a process that then exited) is repaired for every
         # reader within this bound once Redis is reachable again.
@@ -310,12 +276,21 @@ class RedisStore:
         PostgreSQL: re-sync it before Redis is trusted again, even if the breaker never opened."""
         self._missed += 1
         self._synced = False
+        self.mirror.forget()
+
+    def _leased(self, days: Sequence[dt.date]) -> list[int] | None:
+        """The versions of `days` within the mirror's lease, without I/O (see mirror.py), while Redis is trusted."""
+        return self.mirror.leased(days) if self._trusted() else None
+
+    def _trusted(self) -> bool:
+        """Redis is in use and its mirror re-synced recently enough: what _call checks first, without I/O."""
+        return self.breaker.allows and self._synced and time.monotonic() - self._synced_at < self.resync_seconds
 
     async def _ensure_synced(self, client: RedisClient) -> bool:
         """Whether the mirror may be trusted for a call, re-syncing it first when due (one re-sync at a time).
         When PostgreSQL cannot give the versions, Redis itself is fine (no breaker failure) but cannot be trusted:
         calls are misses until a re-sync succeeds, tried again at most every REDIS_BREAKER_RESET_SECONDS."""
-        if self._synced and time.monotonic() - self._synced_at < self.resync_seconds:
+        if self._trusted():
             return True
         if self._synced and self._resync_lock.locked():
             return True  # a periodic re-sync is under way; the mirror was in step moments ago
@@ -340,12 +315,10 @@ class RedisStore:
         # The incarnation is taken before PostgreSQL is read: if the mirror is flushed after that, these versions
         # may predate raises the flush removed, and the merge below must not call the mirror complete.
         async with asyncio.timeout(self.timeout * 4):
-            incarnation = _text(
-                await client.eval(_INCARNATION_LUA, 1, self.keys.versions, MIRROR_INCARNATION, secrets.token_hex(8))
-            )
+            incarnation = await self.mirror.incarnation(client)
         versions = await self._version_source()
         async with asyncio.timeout(self.timeout * 4):
-            merged = await self._merge_versions(
+            merged = await self.mirror.merge(
                 client, versions, require=(MIRROR_INCARNATION, incarnation), complete=incarnation
             )
         # A call that failed or was refused meanwhile may have missed a raise newer than `versions`; a flush since
@@ -353,57 +326,51 @@ class RedisStore:
         self._synced = self._missed == missed and merged >= 0
         self._synced_at = time.monotonic()
 
-    async def _merge_versions(
-        self,
-        client: RedisClient,
-        versions: dict[dt.date, int],
-        *,
-        require: tuple[str, str] | None = None,
-        complete: str = "",
-    ) -> int:
-        """Raise mirror entries to `versions` (never lowers one); returns how many were raised, or -1 when the
-        mirror's field `require[0]` is missing or does not hold `require[1]` (when not empty). `complete` marks
-        the mirror complete (a re-sync in that incarnation)."""
-        if not versions and not complete:
-            return 0
-        field, value = require or ("", "")
-        args: list[str | int] = [field, value, MIRROR_COMPLETE if complete else "", complete]
-        for day, version in versions.items():
-            args += [day.isoformat(), version]
-        return int(await client.eval(_MAX_MERGE_LUA, 1, self.keys.versions, *args))
-
-    async def _merge_entry_versions(self, client: RedisClient, versions: dict[dt.date, int]) -> None:
-        """Raise the mirror to the versions an entry was computed from, only while it is complete: merged into a
-        flushed mirror, a slow computation's stale versions would make its stale entry current again."""
-        if await self._merge_versions(client, versions, require=(MIRROR_COMPLETE, "")) < 0:
-            raise MirrorLost
-
     # -- versions ----------------------------------------------------------------------------------------
     async def raise_versions(self, versions: dict[dt.date, int]) -> bool:
-        """Raise the mirror (after an invalidation or a rewrite); False when Redis could not be reached."""
-        return await self._call("raise-versions", lambda c: self._merge_versions(c, versions), None) is not None
+        """Raise the mirror (an invalidation or a rewrite), and return once no process can still serve what the raise
+        superseded: after the lease of every check made before it (mirror.LEASE_SECONDS). False when Redis could
+        not be reached."""
+        if await self._call("raise-versions", lambda c: self.mirror.merge(c, versions), None) is None:
+            return False
+        await asyncio.sleep(LEASE_SECONDS)
+        return True
 
     async def versions(self, days: Sequence[dt.date]) -> dict[dt.date, int] | None:
-        """The mirror's current version of each day (0 when absent), or None when Redis cannot be asked."""
+        """The mirror's current version of each day (0 when absent), or None when Redis cannot be asked; one round
+        trip of two small fields when this process has read these days since the mirror last changed, none while
+        that was confirmed within the mirror's lease (and Redis is trusted: breaker closed, mirror re-synced)."""
+        if days and (leased := self._leased(days)) is not None:
+            return dict(zip(days, leased, strict=True))
 
         async def read(client: RedisClient) -> dict[dt.date, int]:
-            mirror = await client.hmget(self.keys.versions, _mirror_fields(days))
-            return dict(zip(days, _versions(cast(list[bytes | None], mirror)), strict=True))
+            _, versions = await self.mirror.read(client, days)
+            return dict(zip(days, versions, strict=True))
 
         return cast(dict[dt.date, int] | None, await self._call("versions", read, None)) if days else {}
+
+    async def still_current(self, days: Sequence[dt.date], vector: list[int]) -> bool:
+        """Whether `vector` is still the mirror's versions of `days` (what a copy of an entry held elsewhere is
+        checked against: LocalResults); False when Redis cannot be asked. Asks Redis as versions() does."""
+        if (leased := self._leased(days)) is not None:
+            return leased == vector
+
+        async def read(client: RedisClient) -> bool:
+            return (await self.mirror.read(client, days))[1] == vector
+
+        return cast(bool, await self._call("versions", read, False))
 
     # -- day entries -------------------------------------------------------------------------------------
     async def get_days(self, days: Sequence[dt.date]) -> dict[dt.date, DayFrame]:
         """The days whose Redis entry is present, of the current layout and at the mirror's current version
         (payloads only: their columns are decoded by whoever aggregates them)."""
 
-        async def read(client: RedisClient) -> tuple[list[bytes | None], list[int]]:
-            pipe = client.pipeline(transaction=False)
+        def queue(pipe: Any) -> None:
             for day in days:
                 pipe.get(self.keys.day(day))
-            pipe.hmget(self.keys.versions, _mirror_fields(days))
-            *values, mirror = await pipe.execute()
-            return values, _versions(mirror)
+
+        async def read(client: RedisClient) -> tuple[list[bytes | None], list[int]]:
+            return await self.mirror.read(client, days, queue)
 
         if not days:
             return {}
@@ -429,7 +396,7 @@ class RedisStore:
         entries = list(days)
 
         async def write(client: RedisClient) -> int:
-            await self._merge_entry_versions(client, {d.day: d.version for d in entries})
+            await self.mirror.merge_into_complete(client, {d.day: d.version for d in entries})
             pipe = client.pipeline(transaction=False)
             for day in entries:
                 pipe.set(self.keys.day(day.day), day.payload, ex=ttl(day))
@@ -443,16 +410,17 @@ class RedisStore:
     # -- result entries ----------------------------------------------------------------------------------
     async def get_result(
         self, key: str, days: Sequence[dt.date], encoding: ContentEncoding = "zstd"
-    ) -> tuple[Body, list[int]] | None:
+    ) -> StoredResult | None:
         """A cached result, as its stored `encoding` (not decompressed), with its version vector; only when that
         vector equals the mirror's current versions of `days` (and the mirror is complete)."""
+        entry = self.keys.result_entry(key, encoding)
 
-        async def read(client: RedisClient) -> tuple[Body, list[int]] | None:
-            pipe = client.pipeline(transaction=False)
-            pipe.get(self.keys.result_entry(key, encoding))
-            pipe.hmget(self.keys.versions, _mirror_fields(days))
-            data, mirror = await pipe.execute()
-            current = _versions(mirror)
+        def queue(pipe: Any) -> None:
+            pipe.get(entry)
+            pipe.pttl(entry)
+
+        async def read(client: RedisClient) -> StoredResult | None:
+            (data, ttl_ms), current = await self.mirror.read(client, days, queue)
             if data is None:
                 return None
             try:
@@ -460,9 +428,9 @@ class RedisStore:
             except CorruptValue as exc:
                 log.warning("ignoring unreadable redis entry %s: %s", key, exc)
                 return None
-            return (Body(encoded={encoding: body}), vector) if vector == current else None
+            return StoredResult(Body(encoded={encoding: body}), vector, ttl_ms / 1000) if vector == current else None
 
-        return cast(tuple[Body, list[int]] | None, await self._call("get-result", read, None))
+        return cast(StoredResult | None, await self._call("get-result", read, None))
 
     async def put_result(self, key: str, versions: dict[dt.date, int], body: Body, ttl: int) -> bool:
         """Store a result computed from days at `versions` (ordered by day) in every encoding, and index it until
@@ -475,7 +443,7 @@ class RedisStore:
         entries = await asyncio.to_thread(encode)  # compressing a large result takes milliseconds: off the loop
 
         async def write(client: RedisClient) -> bool:
-            await self._merge_entry_versions(client, versions)
+            await self.mirror.merge_into_complete(client, versions)
             now = time.time()
             pipe = client.pipeline(transaction=False)
             for entry, data in entries.items():
@@ -537,12 +505,12 @@ class RedisStore:
         )
 
     # -- rate-limit windows ------------------------------------------------------------------------------
-    async def count_in_window(self, key: str, window_ms: int) -> tuple[int, int] | None:
-        """Count one request in the fixed window at `key` (opened by its first request, `window_ms` long): the
+    async def count_in_window(self, key: str, window_ms: int, amount: int = 1) -> tuple[int, int] | None:
+        """Count `amount` requests in the fixed window at `key` (opened by its first request, `window_ms` long): the
         requests counted so far and the milliseconds until the window closes; None when Redis cannot be asked."""
 
         async def count(client: RedisClient) -> tuple[int, int]:
-            counted, remaining_ms = await client.eval(_WINDOW_LUA, 1, key, window_ms)
+            counted, remaining_ms = await client.register_script(_WINDOW_LUA)(keys=[key], args=[window_ms, amount])
             return int(counted), int(remaining_ms)
 
         return cast(tuple[int, int] | None, await self._call("rate-limit", count, None, versioned=False))
@@ -587,7 +555,7 @@ class RedisStore:
 
         async def info(client: RedisClient) -> dict[str, Any]:
             fields = {_text(field) for field in await client.hkeys(self.keys.versions)}
-            days = [dt.date.fromisoformat(d) for d in fields - {MIRROR_COMPLETE, MIRROR_INCARNATION}]
+            days = held_days(fields)
             pipe = client.pipeline(transaction=False)
             for key in [*(self.keys.day(d) for d in days), *self._shared_keys]:
                 pipe.exists(key)

@@ -104,6 +104,7 @@ def build_app(manager: CacheManager, authenticator: Authenticator) -> web.Applic
     policies = {(r.method, r.path): None if r.access == "public" else RoutePolicy(r.access, r.bucket) for r in ROUTES}
     install_request_ids(app)
     install_security(app, authenticator, limiter, policies)
+    app.on_cleanup.append(lambda _: limiter.close())
     app[MANAGER] = manager
     app[METRICS] = metrics
     app[OPENAPI] = orjson.dumps(openapi_document(ROUTES))

@@ -442,7 +442,10 @@ class InvalidationResponse(Response):
 
 
 class MemoryStats(Response):
+    """What processes answered from their own memory: decoded days, and result bodies held as Redis stores them."""
+
     dayHits: Count
+    resultHits: Count
 
 
 class RedisStats(Response):

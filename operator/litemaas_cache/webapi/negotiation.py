@@ -15,9 +15,11 @@ PREFERENCE: tuple[ContentEncoding, ...] = ("zstd", "gzip")
 """Best first: zstd is smaller and faster to decode; gzip is what every client accepts."""
 
 
+@functools.lru_cache(maxsize=256)
 def accepted(header: str | None) -> ContentEncoding | None:
     """The best stored encoding the client accepts (RFC 9110 Accept-Encoding: names with optional q-values, `*`
-    for any other, q=0 for a refusal); None without the header or when it accepts neither: identity JSON."""
+    for any other, q=0 for a refusal); None without the header or when it accepts neither: identity JSON.
+    Remembered per header: clients send one of a few."""
     if not header:
         return None
     weights: dict[str, float] = {}

@@ -3,8 +3,8 @@ returned in the answer's X-Request-Id and written into every JSON log line logge
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -26,7 +26,7 @@ def install_request_ids(app: web.Application) -> None:
 @web.middleware
 async def _request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     given = request.headers.get(REQUEST_ID_HEADER, "")
-    request_id = given if _ACCEPTED.fullmatch(given) else uuid.uuid4().hex
+    request_id = given if _ACCEPTED.fullmatch(given) else os.urandom(16).hex()
     request[_REQUEST_ID] = request_id
     token = REQUEST_ID.set(request_id)
     try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -24,7 +25,6 @@ from ..errors import BackendUnavailable, CacheError, DateOrderInvalid, DateRange
 from ..filters import AnalyticsQuery, build_query
 from ..manager import CacheManager
 from ..result_cache import Answer
-from ..settings import Settings
 from ..vocabulary import ContentEncoding, Dimension, Permission, RateBucket
 from . import models as m
 from .metrics_endpoint import METRICS_PATH, prometheus_metrics
@@ -82,9 +82,13 @@ async def _answer(request: web.Request, answer: Answer) -> web.Response:
 
 
 async def _body(request: web.Request, model: type[M]) -> M:
-    """The JSON body through its model; an empty body is an empty object. A property given twice is refused: which
+    return _parsed(await request.read(), model)
+
+
+def _parsed(raw: bytes, model: type[M]) -> M:
+    """A JSON body through its model; an empty body is an empty object. A property given twice is refused: which
     of the two counts differs between parsers (a proxy and us could read different dates)."""
-    raw = await request.read() or b"{}"
+    raw = raw or b"{}"
     try:
         parsed = model.model_validate_json(raw)
     except ValidationError as exc:
@@ -120,13 +124,32 @@ def _manager(request: web.Request) -> CacheManager:
 async def _analytics_query(request: web.Request, user_ids: list[str] | None = None) -> AnalyticsQuery:
     """The filters of the body as a validated query (ANALYTICS_MAX_RANGE_DAYS and _MAX_FILTER_IDS apply)."""
     settings = _manager(request).settings
-    return _query_of(await _body(request, m.UsageFilterRequest), settings, settings.max_range_days, user_ids)
+    raw = await request.read()
+    forced = None if user_ids is None else tuple(user_ids)
+    parse = _remembered_query if len(raw) <= REMEMBERED_BODY_BYTES else _analytics_query_of
+    return parse(raw, forced, settings.max_range_days, settings.max_filter_ids)
+
+
+REMEMBERED_BODY_BYTES = 4096
+
+
+@functools.lru_cache(maxsize=512)
+def _remembered_query(raw: bytes, user_ids: tuple[str, ...] | None, max_days: int, max_ids: int) -> AnalyticsQuery:
+    """_analytics_query_of, remembered for the last bodies of up to REMEMBERED_BODY_BYTES: admin pages send the
+    same few bodies again and again, and parsing one is a good part of what a warm read costs. (A body that is
+    refused raises again each time: errors are not remembered.)"""
+    return _analytics_query_of(raw, user_ids, max_days, max_ids)
+
+
+def _analytics_query_of(raw: bytes, user_ids: tuple[str, ...] | None, max_days: int, max_ids: int) -> AnalyticsQuery:
+    forced = None if user_ids is None else list(user_ids)
+    return _query_of(_parsed(raw, m.UsageFilterRequest), max_days, max_ids, forced)
 
 
 def _query_of(
-    body: m.UsageFilterRequest, settings: Settings, max_days: int, user_ids: list[str] | None = None
+    body: m.UsageFilterRequest, max_days: int, max_ids: int, user_ids: list[str] | None = None
 ) -> AnalyticsQuery:
-    """A request's filters as a validated query of at most `max_days` (ANALYTICS_MAX_FILTER_IDS applies)."""
+    """A request's filters as a validated query of at most `max_days` and `max_ids` ids a list."""
     return build_query(
         body.startDate,
         body.endDate,
@@ -135,7 +158,7 @@ def _query_of(
         provider_ids=body.providerIds,
         api_key_ids=body.apiKeyIds,
         max_days=max_days,
-        max_ids=settings.max_filter_ids,
+        max_ids=max_ids,
     )
 
 
@@ -188,7 +211,7 @@ async def export(request: web.Request) -> web.StreamResponse:
     asked = await _body(request, m.ExportRequest)
     manager = _manager(request)
     settings = manager.settings
-    query = _query_of(asked, settings, settings.max_export_days)
+    query = _query_of(asked, settings.max_export_days, settings.max_filter_ids)
     answer = await manager.rows("user", query)
     rows = await asyncio.to_thread(lambda: ordered("user", answer.value, Page()))
     if asked.format == "csv":
