@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import re
 from typing import Annotated
@@ -76,8 +77,9 @@ class AnalyticsQuery(BaseModel):
     end_date: dt.date
     filters: UsageFilters = Field(default_factory=UsageFilters)
 
-    @property
+    @functools.cached_property
     def range(self) -> DateRange:
+        """start_date..end_date, made once (equality and dumps ignore it)."""
         return DateRange(self.start_date, self.end_date)
 
 

@@ -46,6 +46,7 @@ class CacheMetrics:
         def histogram(name: str, doc: str, labels: tuple[str, ...], buckets: tuple[float, ...]) -> Histogram:
             return Histogram(f"{PREFIX}_{name}", doc, labels, buckets=buckets, registry=self.registry)
 
+        self._http_series: dict[tuple[str, str, int, str], Histogram] = {}
         self.http_duration = histogram(
             "http_request_duration_seconds",
             "API requests by route template, method, status and the tier that answered (X-Cache-Tier).",
@@ -109,7 +110,11 @@ class CacheMetrics:
         self._timings[name].observe(seconds)
 
     def observe_request(self, route: str, method: str, status: int, tier: str, seconds: float) -> None:
-        self.http_duration.labels(route=route, method=method, status=str(status), tier=tier).observe(seconds)
+        labels = (route, method, status, tier)
+        series = self._http_series.get(labels)
+        if series is None:  # each label set is looked up once; they are bounded (see app.metrics_middleware)
+            series = self._http_series[labels] = self.http_duration.labels(route, method, str(status), tier)
+        series.observe(seconds)
 
     def exposition(self) -> tuple[bytes, str]:
         """The registry in Prometheus's text format, and its content type."""
