@@ -407,6 +407,10 @@ async def test_date_errors_as_litemaas_sends_them(api: Api) -> None:
     assert order["details"]["suggestedRanges"] == [{"startDate": "2025-02-01", "endDate": "2025-02-10"}]
     assert "requestedDays" not in order["details"]
     assert order["details"]["field"] == "startDate"
+    year_backwards = {"startDate": "2025-12-31", "endDate": "2025-01-01", "format": "csv"}
+    export_order = await api.error("POST", f"{ADMIN}/export", 400, "INVALID_DATE_ORDER", json=year_backwards)
+    assert export_order["details"]["maxAllowedDays"] == 365, "an export's own limit (ADMIN_ANALYTICS_MAX_EXPORT_DAYS)"
+    assert export_order["details"]["suggestedRanges"] == [{"startDate": "2025-01-01", "endDate": "2025-12-31"}]
     for bad, field in (
         ({**RANGE, "startDate": "2024-02-30"}, "startDate"),
         ({**RANGE, "endDate": 20240101}, "endDate"),

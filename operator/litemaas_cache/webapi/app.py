@@ -9,6 +9,7 @@ in the X-Cache-Tier response header, and every answer carries its request's X-Re
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 
@@ -27,7 +28,7 @@ from .openapi import openapi_document
 from .problems import ApiError
 from .ratelimit import RateLimiter, rules_from_settings
 from .request_ids import install_request_ids
-from .routes import MANAGER, OPENAPI, ROUTES, TIER_HEADER, Handler, guarded
+from .routes import MANAGER, OPENAPI, ROUTES, TIER_HEADER, Handler, guarded, longest_range
 from .security import RoutePolicy, install_security
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ def build_app(manager: CacheManager, authenticator: Authenticator) -> web.Applic
     app[METRICS] = metrics
     app[OPENAPI] = orjson.dumps(openapi_document(ROUTES))
     for route in ROUTES:
-        handler = guarded(route, lambda: manager.settings.max_range_days)
+        handler = guarded(route, functools.partial(longest_range, route.longest, manager.settings))
         if route.method == "GET":
             app.router.add_get(route.path, handler)  # and HEAD, with the GET route's policy
         else:

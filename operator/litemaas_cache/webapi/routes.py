@@ -25,6 +25,7 @@ from ..errors import BackendUnavailable, CacheError, DateOrderInvalid, DateRange
 from ..filters import AnalyticsQuery, build_query
 from ..manager import CacheManager
 from ..result_cache import Answer
+from ..settings import Settings
 from ..vocabulary import ContentEncoding, Dimension, Permission, RateBucket
 from . import models as m
 from .metrics_endpoint import METRICS_PATH, prometheus_metrics
@@ -41,6 +42,15 @@ Access = Literal["public"] | Permission
 ADMIN = "/api/v1/admin/usage"
 M = TypeVar("M", bound=BaseModel)
 EXPORT_ID_LISTS = ("userIds", "modelIds", "providerIds", "apiKeyIds")
+RangeLimit = Literal["analytics", "export", "long"]
+"""The longest range a route's dates may span: ANALYTICS_MAX_RANGE_DAYS, ADMIN_ANALYTICS_MAX_EXPORT_DAYS, or
+MAX_LONG_RANGE_DAYS (filter options, rebuilds and invalidations)."""
+
+
+def longest_range(limit: RangeLimit, settings: Settings) -> int:
+    if limit == "analytics":
+        return settings.max_range_days
+    return settings.max_export_days if limit == "export" else MAX_LONG_RANGE_DAYS
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,7 @@ class Route:
     access: Access
     response: type[BaseModel]
     bucket: RateBucket = "analytics"
+    longest: RangeLimit = "analytics"
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
     failure_code: str = "INTERNAL_ERROR"
@@ -336,6 +347,7 @@ ROUTES: tuple[Route, ...] = (
         "admin:usage:read",
         m.ExportDocument,
         bucket="export",
+        longest="export",
         body=m.ExportRequest,
         failure_code="EXPORT_FAILED",
         files=("text/csv",),
@@ -347,6 +359,7 @@ ROUTES: tuple[Route, ...] = (
         "Models and users with usage in a range",
         "admin:usage:read",
         m.FilterOptionsResponse,
+        longest="long",
         query=m.RangeQuery,
         failure_code="FILTER_OPTIONS_FAILED",
     ),
@@ -378,6 +391,7 @@ ROUTES: tuple[Route, ...] = (
         "admin:usage:write",
         m.RebuildCacheResponse,
         bucket="rebuild",
+        longest="long",
         body=m.RebuildCacheRequest,
         failure_code="REBUILD_FAILED",
     ),
@@ -399,6 +413,7 @@ ROUTES: tuple[Route, ...] = (
         "admin:usage:write",
         m.InvalidationResponse,
         bucket="rebuild",
+        longest="long",
         body=m.InvalidateRequest,
         failure_code="INVALIDATION_FAILED",
     ),
