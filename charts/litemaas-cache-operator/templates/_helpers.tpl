@@ -133,6 +133,8 @@ then the plain config. Integers go through `int` so that large ones are not rend
   value: {{ int .Values.config.cacheTtlBreakdown | quote }}
 - name: ANALYTICS_MAX_RANGE_DAYS
   value: {{ int .Values.config.analyticsMaxRangeDays | quote }}
+- name: LOG_FORMAT
+  value: {{ .Values.config.logFormat | quote }}
 {{- range .Values.extraEnv }}
 - name: {{ .name }}
   value: {{ .value | quote }}
