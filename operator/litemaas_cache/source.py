@@ -10,6 +10,7 @@ inferred from the model name, and a key LiteMaaS does not know (the empty key in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -168,7 +169,7 @@ class SourceReader:
     @contextmanager
     def _connection(self) -> Iterator[Any]:
         try:
-            conn = self._idle.pop() if self._idle else self._connect()
+            conn = self._reusable() or self._connect()
         except adbc.Error as exc:
             raise BackendUnavailable("postgresql", f"LiteLLM's database: {type(exc).__name__}") from None
         try:
@@ -182,6 +183,22 @@ class SourceReader:
         else:
             conn.rollback()
             self._idle.append(conn)
+
+    def _reusable(self) -> Any | None:
+        """An idle connection that still answers (a PostgreSQL restart or an idle timeout ends them unnoticed: a
+        fetch must not fail for that), or None; the dead ones are closed."""
+        while self._idle:
+            conn = self._idle.pop()
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT 1")
+                    cur.fetchall()
+                conn.rollback()
+                return conn
+            except adbc.Error:
+                with contextlib.suppress(adbc.Error):
+                    conn.close()
+        return None
 
     def _connect(self) -> Any:
         """A new ADBC connection with the session's timeouts (committed, so a later rollback keeps them)."""
