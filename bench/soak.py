@@ -47,6 +47,7 @@ from litemaas_cache.source import SOURCE_TABLE
 
 from . import plots
 from .dataset import MEDIUM, Dataset, ensure_dataset, user_ids
+from .scenarios import stop_child
 from .soak_load import HTTP_TIMEOUT, Kube, OperatorLoad, OperatorOutcomes, Readers, Tally, Workload
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,13 +123,7 @@ async def child(log: Path, env: dict[str, str], *args: str) -> AsyncIterator[asy
         try:
             yield proc
         finally:
-            if proc.returncode is None:
-                proc.terminate()
-                try:
-                    await asyncio.wait_for(proc.wait(), 30)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
+            await stop_child(proc, 30)
 
 
 async def wait_healthy(url: str, proc: asyncio.subprocess.Process, log: Path, seconds: float = 60.0) -> None:
@@ -412,7 +407,7 @@ def _commit() -> dict[str, Any]:
     return {"commit": head.stdout.strip() or "?", "dirty": bool(status.stdout.strip())}
 
 
-def summarise(run: dict[str, Any], minutes: float) -> dict[str, Any]:
+def summarise(run: dict[str, Any], minutes: float, engine: dict[str, Any], load_before: float) -> dict[str, Any]:
     samples: list[Sample] = run["samples"]
     found = fits(samples, run["seconds"], run["restart"])
     series = {}
@@ -428,8 +423,9 @@ def summarise(run: dict[str, Any], minutes: float) -> dict[str, Any]:
     return {
         "mode": "soak",
         "generatedAt": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "engine": _commit(),
+        "engine": engine,
         "machine": {
+            "loadAverageBefore": load_before,
             "cpus": os.cpu_count(),
             "loadAverage": round(os.getloadavg()[0], 2),
             "python": platform.python_version(),
@@ -480,10 +476,11 @@ def markdown(result: dict[str, Any], plot: Path) -> str:
     kinds = ", ".join(
         f"{kind} {sum(v['statuses'].values())}" for kind, v in sorted(result["requests"]["byKind"].items())
     )
-    restart, engine = result["redisRestart"], result["engine"]
+    restart, engine, machine = result["redisRestart"], result["engine"], result["machine"]
     lines = [
         f"## Soak: {result['minutes']:g} minutes ({result['generatedAt']}, commit {engine['commit']}"
-        f"{' + uncommitted changes' if engine['dirty'] else ''}, load average {result['machine']['loadAverage']})",
+        f"{' + uncommitted changes' if engine['dirty'] else ''}, "
+        f"load average {machine['loadAverageBefore']} before, {machine['loadAverage']} after)",
         "",
         f"- Reads: {req['total']:,} requests ({req['perSecond']}/s): {kinds}.",
         f"- Errors: {req['errors']} (5xx: {req['serverErrors']}; 429: {req['throttled']}, not counted as errors).",
@@ -531,9 +528,10 @@ async def run(args: argparse.Namespace, logs: dict[str, Path]) -> dict[str, Any]
     admin_dsn = os.environ.get("DATABASE_URL")
     if not admin_dsn:
         raise SystemExit("DATABASE_URL is not set: run `make bench` (it starts PostgreSQL and Redis)")
+    engine, load_before = _commit(), round(os.getloadavg()[0], 2)  # before the run: what was measured
     async with surroundings(admin_dsn) as setup:
         measured = await load_and_sample(setup, args, logs)
-    return summarise(measured, args.minutes)
+    return summarise(measured, args.minutes, engine, load_before)
 
 
 def main(argv: list[str] | None = None) -> int:
