@@ -21,6 +21,7 @@ import os
 import platform
 import secrets
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -41,6 +42,7 @@ from redis.exceptions import RedisError
 from tests.support.redis_server import RedisServer, free_port
 
 from litemaas_cache.db import Database
+from litemaas_cache.redis_tier.keys import KeySpace
 from litemaas_cache.schema import migrate
 from litemaas_cache.seed import LITEMAAS_DDL
 from litemaas_cache.source import SOURCE_TABLE
@@ -306,6 +308,7 @@ async def load_and_sample(setup: Setup, args: argparse.Namespace, logs: dict[str
     url = f"http://127.0.0.1:{port}"
     common = {
         **os.environ,
+        **dict(pair.split("=", 1) for pair in args.child_env),
         "DATABASE_URL": setup.cache_dsn,
         "LITELLM_DATABASE_URL": setup.dataset.dsn,
         "REDIS_URL": setup.redis.url,
@@ -320,6 +323,8 @@ async def load_and_sample(setup: Setup, args: argparse.Namespace, logs: dict[str
         "ADMIN_EXPORT_RATE_LIMIT": "1000000",
     }
     operator_env = {**common, "KUBECONFIG": str(setup.kubeconfig), "METRICS_PORT": "0"}
+    if args.diagnose:
+        api_env, operator_env = diagnosing(api_env, logs["api"]), diagnosing(operator_env, logs["operator"])
     load = await workload(setup.dataset)
     tally, outcomes = Tally(), OperatorOutcomes()
     operator_args = ("operator", "--standalone", "--namespace", setup.kube.namespace)
@@ -344,6 +349,9 @@ async def load_and_sample(setup: Setup, args: argparse.Namespace, logs: dict[str
             ),
         ]
         restart = asyncio.create_task(restart_redis(setup.redis, seconds / 2, started, args.redis_down_seconds))
+        if args.diagnose:
+            pids = (api.pid, operator.pid)
+            tasks.append(asyncio.create_task(signal_dumps(pids, seconds * WARMUP_FRACTION, args.diagnose_every, stop)))
         while time.monotonic() - started < seconds:
             await asyncio.sleep(1)
             if api.returncode is not None or operator.returncode is not None:
@@ -355,21 +363,80 @@ async def load_and_sample(setup: Setup, args: argparse.Namespace, logs: dict[str
         stop.set()
         restarted = await restart
         await asyncio.gather(*tasks)
-        redis = Redis.from_url(setup.redis.url)
-        try:
-            keys = await redis.dbsize()
-        finally:
-            await redis.aclose()
+        async with Database(setup.cache_dsn) as db:
+            keys = KeySpace.of_database(common["REDIS_KEY_PREFIX"], await db.identity())
+        census = await redis_census(setup.redis.url, (keys.prefix, common["REDIS_KEY_PREFIX"]))
     return {
         "seconds": seconds,
         "samples": samples,
         "restart": restarted,
         "tally": tally,
         "operator": outcomes,
-        "redisKeysAtEnd": keys,
+        "redisCensus": census,
         "users": len(load.users),
         "models": len(load.models),
     }
+
+
+DIAGNOSE_HOOK = Path(__file__).resolve().parent / "soak_diagnose"
+
+
+def diagnosing(env: dict[str, str], log: Path) -> dict[str, str]:
+    """A child's environment with bench/soak_diagnose/sitecustomize.py loaded: it dumps its memory on SIGUSR1."""
+    path = os.pathsep.join(p for p in (str(DIAGNOSE_HOOK), env.get("PYTHONPATH", "")) if p)
+    return {**env, "PYTHONPATH": path, "SOAK_DIAGNOSE_FILE": str(log.with_suffix(".diagnose.jsonl"))}
+
+
+async def signal_dumps(pids: Sequence[int], first: float, every: float, stop: asyncio.Event) -> None:
+    """SIGUSR1 to each diagnosed child at `first` seconds, then every `every` seconds, and once more at the end."""
+    last = await _stopped_within(stop, first)
+    while True:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGUSR1)
+        if last:
+            await asyncio.sleep(15)  # a dump takes seconds; the children are stopped after this returns
+            return
+        last = await _stopped_within(stop, every)
+
+
+async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+    return stop.is_set()
+
+
+def key_kind(key: str, prefixes: Sequence[str]) -> str:
+    """What a key of the cache is, from its name (redis_tier/keys.py): a day, a result entry by kind and encoding..."""
+    prefix = max((p for p in prefixes if key.startswith(p)), key=len, default="")
+    parts = key.removeprefix(prefix).split(":")
+    if parts[0] == "res" and len(parts) > 1:
+        return f"res:{parts[1]}:{parts[-1] if parts[-1] in ('zstd', 'gzip') else 'meta'}"
+    return parts[0]
+
+
+async def redis_census(url: str, prefixes: Sequence[str]) -> list[dict[str, Any]]:
+    """Every key at the end of the load, by kind: how many, their memory (MEMORY USAGE), how many never expire."""
+    redis = Redis.from_url(url)
+    kinds: dict[str, dict[str, Any]] = {}
+    try:
+        keys = [k.decode() async for k in redis.scan_iter(count=1000)]
+        for i in range(0, len(keys), 500):
+            batch = keys[i : i + 500]
+            async with redis.pipeline(transaction=False) as pipe:
+                for key in batch:
+                    pipe.memory_usage(key, samples=0)
+                    pipe.ttl(key)
+                found = await pipe.execute()
+            for key, usage, ttl in zip(batch, found[::2], found[1::2], strict=True):
+                kind = kinds.setdefault(key_kind(key, prefixes), {"keys": 0, "bytes": 0, "noExpiry": 0, "maxTtl": 0})
+                kind["keys"] += 1
+                kind["bytes"] += usage or 0
+                kind["noExpiry"] += ttl == -1
+                kind["maxTtl"] = max(kind["maxTtl"], ttl)
+    finally:
+        await redis.aclose()
+    return [{"kind": k, **v, "MiB": round(v["bytes"] / MIB, 1)} for k, v in sorted(kinds.items())]
 
 
 @contextlib.asynccontextmanager
@@ -450,7 +517,8 @@ def summarise(run: dict[str, Any], minutes: float, engine: dict[str, Any], load_
             (x.redis_keys for x in reversed(samples) if x.seconds < run["restart"][0] and x.redis_keys is not None),
             None,
         ),
-        "redisKeysAtEnd": run["redisKeysAtEnd"],
+        "redisKeysAtEnd": sum(kind["keys"] for kind in run["redisCensus"]),
+        "redisCensus": run["redisCensus"],
         "dataset": {"users": run["users"], "models": run["models"]},
         "samples": {
             "columns": ["seconds", "apiRssMiB", "operatorRssMiB", "redisUsedMemoryMiB", "redisKeys"],
@@ -504,6 +572,15 @@ def markdown(result: dict[str, Any], plot: Path) -> str:
             if f["series"] == series
         ]
         lines.append(f"| {LABELS[series]} | {s['startMiB']} | {s['endMiB']} | {s['peakMiB']} | {' | '.join(cells)} |")
+    lines += [
+        "",
+        "Redis at the end, by kind of key: "
+        + "; ".join(
+            f"{k['kind']} {k['keys']} keys {k['MiB']} MiB"
+            + (f" ({k['noExpiry']} without TTL)" if k["noExpiry"] else f" (TTL at most {k['maxTtl']} s)")
+            for k in result["redisCensus"]
+        ),
+    ]
     if req["examples"]:
         lines += ["", "Unexpected answers (first few):", *(f"- `{e}`" for e in req["examples"])]
     lines += ["", f"Plot: {plot}"]
@@ -516,11 +593,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=4, help="concurrent readers of the HTTP API (default 4)")
     parser.add_argument("--redis-down-seconds", type=float, default=5.0, help="how long Redis stays down midway")
     parser.add_argument("--seed", type=int, default=12, help="random seed of the load")
+    parser.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="tracemalloc and object counts in both children, dumped every --diagnose-every s (slows them down)",
+    )
+    parser.add_argument("--diagnose-every", type=float, default=240.0, help="seconds between two dumps (240)")
+    parser.add_argument(
+        "--child-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable of both processes under test (repeatable), e.g. MALLOC_ARENA_MAX=2",
+    )
     parser.add_argument("--plot", type=Path, default=None, help="default: bench/results/soak-<time>.png")
     parser.add_argument("--output", type=Path, default=None, help="default: bench/results/soak-<time>.json (+ .md)")
     args = parser.parse_args(argv)
     if args.minutes <= 0 or args.clients < 1:
         parser.error("--minutes must be positive and --clients at least 1")
+    if bad := [pair for pair in args.child_env if "=" not in pair or pair.startswith("=")]:
+        parser.error(f"--child-env takes NAME=VALUE, not {bad[0]!r}")
     return args
 
 

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import os
 import random
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from bench.soak import MIB, Sample, fit, fits, tree_rss_bytes
+from bench.soak import MIB, Sample, diagnosing, fit, fits, key_kind, tree_rss_bytes
+
+from litemaas_cache.dates import DateRange
+from litemaas_cache.redis_tier.keys import KeySpace
 
 
 def _series(slope_mib_per_hour: float, seconds: int, noise_mib: float, seed: int = 1) -> list[Sample]:
@@ -86,5 +93,52 @@ def test_tree_rss_counts_the_children() -> None:
     finally:
         for pid in children:
             subprocess.run(["kill", str(pid)], check=False)
+        proc.kill()
+        proc.wait()
+
+
+def test_key_kinds_follow_the_keyspace() -> None:
+    keys = KeySpace.of_database("soak:ab12:", "0123456789")
+    days = DateRange(dt.date(2026, 11, 1), dt.date(2026, 11, 30))
+    result = keys.result("by-user", days, "f00d")
+    prefixes = (keys.prefix, "soak:ab12:")
+    assert key_kind(keys.result_entry(result, "zstd"), prefixes) == "res:by-user:zstd"
+    assert key_kind(keys.result_entry(result, "gzip"), prefixes) == "res:by-user:gzip"
+    assert key_kind(keys.day(days.start), prefixes) == "day"
+    assert key_kind(keys.versions, prefixes) == "day-versions"
+    assert key_kind(keys.lock(result), prefixes) == "lock"
+
+
+def test_a_diagnosed_child_dumps_its_memory_on_sigusr1(tmp_path: Path) -> None:
+    log = tmp_path / "child.log"
+    env = diagnosing({**os.environ}, log)
+    # Holds 200,000 lists, then keeps adding one every millisecond: the growth a dump must name.
+    hold = (
+        "import time\nkept = [[i] for i in range(200_000)]\nprint('ready', flush=True)\n"
+        "while True:\n    kept.append([0])\n    time.sleep(0.001)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", hold], env=env, stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"ready"
+        dumps = log.with_suffix(".diagnose.jsonl")
+        for _ in range(2):
+            before = len(dumps.read_text().splitlines()) if dumps.exists() else 0
+            proc.send_signal(signal.SIGUSR1)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and (not dumps.exists() or len(dumps.read_text().splitlines()) == before):
+                time.sleep(0.1)
+            time.sleep(1)
+        records = [json.loads(line) for line in dumps.read_text().splitlines()]
+        assert len(records) == 2
+        last = records[-1]
+        assert last["objects"] > 200_000  # the lists the child holds (gc counts containers only)
+        assert last["tracedKiB"] > 10_000
+        assert last["rssKiB"] > 0
+        assert {"line", "KiB", "grownKiB"} <= set(last["linesGrown"][0])
+        lists = next(t for t in last["typesGrown"] if t["type"] == "builtins.list")
+        assert lists["count"] > 200_000
+        assert lists["grown"] >= 100  # a second apart, at most one list a millisecond
+    finally:
         proc.kill()
         proc.wait()
