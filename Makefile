@@ -46,11 +46,16 @@ cluster-down:
 
 # Quick: dataset M (~2.2M rows), 30- and 90-day views, a few minutes once M is seeded. Full: more runs, plus dataset L
 # (~8.8M rows, 365 days). Both print one side-by-side table and write it as JSON under bench/results/.
+# Then the soak (bench/soak.py): the API and operator processes under mixed load with a Redis restart, their memory
+# sampled each second and its slope fitted; 3 minutes (bench), 30 (bench-full, which also redraws
+# docs/benchmarks/soak-rss.png). It starts a private control plane in LITEMAAS_CLUSTER_DIR (default /tmp/soak-cluster).
 bench: venv services
 	eval "$$(bash scripts/services.sh env)" && $(BIN)/python -m bench.run $(BENCH_ARGS)
+	eval "$$(bash scripts/services.sh env)" && $(BIN)/python -m bench.soak --minutes 3 $(SOAK_ARGS)
 
 bench-full: venv services
 	eval "$$(bash scripts/services.sh env)" && $(BIN)/python -m bench.run --full $(BENCH_ARGS)
+	eval "$$(bash scripts/services.sh env)" && $(BIN)/python -m bench.soak --minutes 30 --plot docs/benchmarks/soak-rss.png $(SOAK_ARGS)
 
 # Every generated file from its one source: the CRDs (crds/, manifests/crds/, the chart's files/crds/) from the
 # pydantic models, manifests/ from the chart. Needs helm (HELM, or `bash tests/cluster/build.sh`). Idempotent: on a

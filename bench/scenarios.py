@@ -356,14 +356,19 @@ async def api_server(bench: Bench, token: str, **settings: str) -> AsyncIterator
     try:
         yield ApiProcess(f"http://127.0.0.1:{port}", proc.pid, prefix)
     finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 15)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_child(proc, 15)
         log.close()
+
+
+async def stop_child(proc: asyncio.subprocess.Process, grace_seconds: float) -> None:
+    """SIGTERM a child still running, and SIGKILL it if it has not exited within `grace_seconds`."""
+    if proc.returncode is None:
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), grace_seconds)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
 
 
 ANALYTICS_PATH = "/api/v1/admin/usage/analytics"
