@@ -45,7 +45,7 @@ class Plan:
 
 
 QUICK_PLAN = Plan(replay_minutes=3, no_cache_requests=24, new_requests=8)
-FULL_PLAN = Plan(replay_minutes=10, no_cache_requests=60, new_requests=16)
+FULL_PLAN = Plan(replay_minutes=10, no_cache_requests=40, new_requests=16)
 
 
 class ChangedDay:
