@@ -176,9 +176,9 @@ def render_peers(result: dict[str, Any]) -> str:
         f" ({plan['replayMinutes']} simulated minutes; the no-cache peers answer its first {plan['noCacheRequests']}),"
         f" 4 worker processes; changed day {result['changedDay']}.",
         "",
-        "| peer | requests | p50 ms | p99 ms | hit rate | PG statements / request | x no cache | PG rows / request"
-        " | PG blocks / request | x no cache | Redis keys | Redis bytes |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| peer | requests | p50 ms | p99 ms | hit rate | PG statements / request | x no cache"
+        " | PG rows read / request | x no cache | PG blocks / request | x no cache | Redis keys | Redis bytes |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     base_pg = base["replay"]["pg"]
     for name, p in peers.items():
@@ -187,7 +187,9 @@ def render_peers(result: dict[str, Any]) -> str:
             f"| {name} | {r['requests']} | {_ms(r['latency']['p50Ms'])} | {_ms(r['latency']['p99Ms'])}"
             f" | {_pct(r['hitRate'])} | {_n(r['pg']['callsPerRequest'], 1)}"
             f" | {_ratio_to(r['pg']['callsPerRequest'], base_pg['callsPerRequest'])}"
-            f" | {_n(r['pg']['rowsPerRequest'])} | {_n(r['pg']['blocksPerRequest'])}"
+            f" | {_n(r['pg']['tuplesReadPerRequest'])}"
+            f" | {_ratio_to(r['pg']['tuplesReadPerRequest'], base_pg['tuplesReadPerRequest'])}"
+            f" | {_n(r['pg']['blocksPerRequest'])}"
             f" | {_ratio_to(r['pg']['blocksPerRequest'], base_pg['blocksPerRequest'])}"
             f" | {_n(r.get('redisKeys'))} | {_n(r.get('redisBytes'))} |"
         )

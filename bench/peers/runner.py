@@ -3,8 +3,8 @@
 Each worker process opens its own peer (as each LiteMaaS backend replica would) and waits for the start signal, so
 opening costs are not measured. Replay: the workers take the trace's requests in turn (request i goes to worker
 i mod WORKERS) and answer them one after another, as fast as the peer answers. Stampede: every worker fires its share
-of the identical requests at once. Around each run the parent takes pg_stat_statements' counters of the bench
-database (calls, rows, shared blocks hit + read) and, after it, the MEMORY USAGE of every key under the peer's prefix.
+of the identical requests at once. Around each run the parent takes PostgreSQL's counters of the bench database
+(pgstats.py); redis_usage gives the MEMORY USAGE of every key under a peer's prefix.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from multiprocessing.synchronize import Event
 from typing import Any
 
-import psycopg
 from redis.asyncio import Redis
 
 from . import cashews_peer, nocache, project, seedplan
 from .compute import Document, Request, fingerprint
 from .peer import Peer, PeerConfig, PeerOpener
+from .pgstats import PgCounters, snapshot
 
 WORKERS = 4
 SPAWN = mp.get_context("spawn")
@@ -125,33 +125,6 @@ def _result_of(results: Any, procs: list[Any]) -> WorkerResult:
                 return WorkerResult(error="a worker process ended without a result (see its stderr)")
 
 
-@dataclass(frozen=True)
-class PgCounters:
-    calls: int
-    rows: int
-    blocks: int
-
-    def __add__(self, other: PgCounters) -> PgCounters:
-        return PgCounters(self.calls + other.calls, self.rows + other.rows, self.blocks + other.blocks)
-
-    def __sub__(self, other: PgCounters) -> PgCounters:
-        return PgCounters(self.calls - other.calls, self.rows - other.rows, self.blocks - other.blocks)
-
-
-async def pg_counters(admin_dsn: str, database: str) -> PgCounters:
-    """pg_stat_statements' totals for one database (the extension lives in the admin database)."""
-    async with await psycopg.AsyncConnection.connect(admin_dsn, autocommit=True) as conn:
-        cur = await conn.execute(
-            b"""SELECT coalesce(sum(calls), 0), coalesce(sum(rows), 0),
-                       coalesce(sum(shared_blks_hit + shared_blks_read), 0)
-                FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = %s)""",
-            (database,),
-        )
-        row = await cur.fetchone()
-    assert row is not None
-    return PgCounters(int(row[0]), int(row[1]), int(row[2]))
-
-
 def key_patterns(prefix: str) -> list[str]:
     """Every key a peer writes: under its prefix, and cashews' tag sets, named after the tag."""
     return [f"{prefix}*", f"_tag:{prefix}*"]
@@ -215,7 +188,7 @@ async def run_workers(
             if not all(p.is_alive() for p in procs):
                 break
             await asyncio.sleep(0.05)
-        before = await pg_counters(admin_dsn, database)
+        before = await snapshot(admin_dsn, database)
         signals.t0.value = time.time()
         signals.go.set()
         if midway is not None:
@@ -227,12 +200,12 @@ async def run_workers(
             invalidated_at = time.time() - signals.t0.value
         outs = [await asyncio.to_thread(_result_of, results, procs) for _ in range(WORKERS)]
         seconds = time.time() - signals.t0.value
-        after = await pg_counters(admin_dsn, database)
     finally:
         for proc in procs:
             proc.join(timeout=60)
             if proc.is_alive():
                 proc.kill()
+    after = await snapshot(admin_dsn, database)  # the workers have ended: their sessions reported their counts
     errors = [o.error for o in outs if o.error]
     if errors:
         raise RuntimeError(f"{name}: a worker failed: {errors[0]}")
@@ -241,7 +214,7 @@ async def run_workers(
         computations=sum(o.computations for o in outs),
         answers={i: fp for o in outs for i, fp in o.answers.items()},
         documents={fp: d for o in outs for fp, d in o.documents.items()},
-        pg=after - before,
+        pg=after.since(before),
         seconds=seconds,
         invalidated_at=invalidated_at,
     )

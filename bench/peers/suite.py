@@ -28,7 +28,8 @@ from ..measure import Samples
 from . import nocache, project, seedplan
 from .compute import Document, Request, fingerprint, same
 from .peer import Peer, PeerConfig
-from .runner import PEERS, PgCounters, Run, delete_keys, pg_counters, redis_usage, run_workers
+from .pgstats import PgCounters, snapshot
+from .runner import PEERS, Run, delete_keys, redis_usage, run_workers
 from .workloads import Values, dashboard_trace, dataset_values, new_requests, stampede_request
 
 STAMPEDE_REQUESTS = 50
@@ -126,7 +127,9 @@ def _pg(pg: PgCounters, requests: int) -> dict[str, Any]:
         "calls": pg.calls,
         "rows": pg.rows,
         "blocks": pg.blocks,
+        "tuplesRead": pg.tuples_read,
         "callsPerRequest": pg.calls / requests if requests else None,
+        "tuplesReadPerRequest": pg.tuples_read / requests if requests else None,
         "rowsPerRequest": pg.rows / requests if requests else None,
         "blocksPerRequest": pg.blocks / requests if requests else None,
     }
@@ -246,15 +249,15 @@ async def _new_ranges(
 ) -> dict[str, dict[str, Any]]:
     """Each request asked of every peer in turn (the order rotating), one at a time in this process."""
     peers = {name: await stack.enter_async_context(_peer(name, config)) for name, config in configs.items()}
-    figures: dict[str, dict[str, Any]] = {n: {"ms": [], "hits": 0, "pg": PgCounters(0, 0, 0)} for n in peers}
+    figures: dict[str, dict[str, Any]] = {n: {"ms": [], "hits": 0, "pg": PgCounters()} for n in peers}
     names = list(peers)
     for i, request in enumerate(requests):
         for name in names[i % len(names) :] + names[: i % len(names)]:
-            before = await pg_counters(admin_dsn, database)
+            before = await snapshot(admin_dsn, database)
             started = time.perf_counter()
             reply = await peers[name].answer(request)
             figures[name]["ms"].append((time.perf_counter() - started) * 1000)
-            figures[name]["pg"] = figures[name]["pg"] + (await pg_counters(admin_dsn, database) - before)
+            figures[name]["pg"] = figures[name]["pg"] + (await snapshot(admin_dsn, database)).since(before)
             figures[name]["hits"] += int(reply.hit)
     return {
         name: {
