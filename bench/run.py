@@ -5,6 +5,9 @@ reported as its p50 over the p50 of one SQL pass that computes the same document
 measured in the same run on the same range. Quick: dataset M (91 days, 9000 users, 25 models), 30- and 90-day views.
 Full: more runs, plus dataset L (365 days) for a 365-day view. Needs DATABASE_URL (a role that may create databases)
 and REDIS_URL, as the make targets set them; prints a table and writes it with every sample's summary as JSON.
+Then the peers' comparison (bench/peers/suite.py: no cache, the seed plan's design, cashews and this project on the
+same workloads; M, and L too with --full) prints its tables and draws its plots into docs/benchmarks/.
+`--part paths` or `--part peers` runs one half.
 """
 
 from __future__ import annotations
