@@ -45,7 +45,9 @@ cluster-down:
 	bash scripts/cluster.sh down
 
 # Quick: dataset M (~2.2M rows), 30- and 90-day views, a few minutes once M is seeded. Full: more runs, plus dataset L
-# (~8.8M rows, 365 days). Both print one side-by-side table and write it as JSON under bench/results/.
+# (~8.8M rows, 365 days). Both print one side-by-side table and write it as JSON under bench/results/. Both then run
+# the peers' comparison (bench/peers/: no cache, the seed plan's design, cashews, this project) on M (full: a 10-minute
+# replay trace) and draw its plots into docs/benchmarks/; BENCH_ARGS="--part peers" runs only that part.
 # Then the soak (bench/soak.py): the API and operator processes under mixed load with a Redis restart, their memory
 # sampled each second and its slope fitted; 3 minutes (bench), 30 (bench-full, which also redraws
 # docs/benchmarks/soak-rss.png). It starts a private control plane in LITEMAAS_CLUSTER_DIR (default /tmp/soak-cluster).

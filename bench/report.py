@@ -57,14 +57,22 @@ def _dataset_line(name: str, ds: dict[str, Any]) -> str:
     )
 
 
-def render(report: dict[str, Any]) -> str:
-    views, versions, engine = report["views"], report["versions"], report["engine"]
-    lines = [
+def header(report: dict[str, Any]) -> list[str]:
+    """What was measured where: mode, time, engine commit, datasets, versions, machine."""
+    versions, engine = report["versions"], report["engine"]
+    return [
         f"litemaas-cache bench ({report['mode']}), {report['generatedAt']}, engine {engine['commit']}"
         + (" with uncommitted changes under operator/" if engine["dirty"] else ""),
         *(_dataset_line(name, ds) for name, ds in report["datasets"].items()),
         f"PostgreSQL {versions['postgres']}, Redis {versions['redis']}, Python {versions['python']};"
         f" {report['machine']['cpus']} CPUs, load average {report['machine']['loadAverage']} at the start",
+    ]
+
+
+def render(report: dict[str, Any]) -> str:
+    views = report["views"]
+    lines = [
+        *header(report),
         "",
         f"{'':<{TITLE}}" + "".join(f"{v['label'] + ' (' + v['dataset'] + '), ' + v['range']:>{CELL}}" for v in views),
         f"{'path':<{TITLE}}" + f"{'p50 ms':>12}{'p99 ms':>10}{'runs':>6}{'x SQL':>10}" * len(views),
@@ -139,3 +147,63 @@ def _finite(value: Any) -> Any:
 def write(report: dict[str, Any], table: str, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(_finite({**report, "table": table.splitlines()}), indent=2) + "\n")
+
+
+def _ratio_to(value: float | None, base: float | None) -> str:
+    if value is None or not base:
+        return "-"
+    return _x(value / base)
+
+
+def _n(value: float | None, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def render_peers(result: dict[str, Any]) -> str:
+    """The peers' comparison (bench/peers/suite.py) as markdown tables: the replay, then stampede, invalidation and
+    new ranges. PostgreSQL ratios are per request, against the baseline peer (no cache, LiteMaaS's query per day)."""
+    peers, plan = result["peers"], result["plan"]
+    base = peers[result["baseline"]]
+    lines = [
+        f"Dataset {result['dataset']}, ranges ending {result['today']}; replay: {plan['traceRequests']} requests"
+        f" ({plan['replayMinutes']} simulated minutes; the no-cache peers answer its first {plan['noCacheRequests']}),"
+        f" 4 worker processes; changed day {result['changedDay']}.",
+        "",
+        "| peer | requests | p50 ms | p99 ms | hit rate | PG statements / request | x no cache"
+        " | PG rows read / request | x no cache | PG blocks / request | x no cache | Redis keys | Redis bytes |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    base_pg = base["replay"]["pg"]
+    for name, p in peers.items():
+        r = p["replay"]
+        lines.append(
+            f"| {name} | {r['requests']} | {_ms(r['latency']['p50Ms'])} | {_ms(r['latency']['p99Ms'])}"
+            f" | {_pct(r['hitRate'])} | {_n(r['pg']['callsPerRequest'], 1)}"
+            f" | {_ratio_to(r['pg']['callsPerRequest'], base_pg['callsPerRequest'])}"
+            f" | {_n(r['pg']['tuplesReadPerRequest'])}"
+            f" | {_ratio_to(r['pg']['tuplesReadPerRequest'], base_pg['tuplesReadPerRequest'])}"
+            f" | {_n(r['pg']['blocksPerRequest'])}"
+            f" | {_ratio_to(r['pg']['blocksPerRequest'], base_pg['blocksPerRequest'])}"
+            f" | {_n(r.get('redisKeys'))} | {_n(r.get('redisBytes'))} |"
+        )
+    lines += [
+        "",
+        f"| peer | stampede: computations of {plan['stampede']} identical cold requests | stampede p50 / p99 ms"
+        " | invalidation ms | answers after the invalidation | wrong answers"
+        f" | new ranges/filters ({plan['newRequests']}): p50 / p99 ms | new: PG statements / request |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, p in peers.items():
+        s, r, n = p["stampede"], p["replay"], p["newRanges"]
+        lines.append(
+            f"| {name} | {s['computations']} | {_ms(s['latency']['p50Ms'])} / {_ms(s['latency']['p99Ms'])}"
+            f" | {_ms(p.get('invalidationMs'))} | {r['answersAfterInvalidation']} | {r['wrongAfterInvalidation']}"
+            f" | {_ms(n['latency']['p50Ms'])} / {_ms(n['latency']['p99Ms'])} | {_n(n['pg']['callsPerRequest'], 1)} |"
+        )
+    return "\n".join(lines)

@@ -5,6 +5,9 @@ reported as its p50 over the p50 of one SQL pass that computes the same document
 measured in the same run on the same range. Quick: dataset M (91 days, 9000 users, 25 models), 30- and 90-day views.
 Full: more runs, plus dataset L (365 days) for a 365-day view. Needs DATABASE_URL (a role that may create databases)
 and REDIS_URL, as the make targets set them; prints a table and writes it with every sample's summary as JSON.
+Then the peers' comparison (bench/peers/suite.py: no cache, the seed plan's design, cashews and this project on the
+same workloads; M, and L too with --full) prints its tables and draws its plots into docs/benchmarks/.
+`--part paths` or `--part peers` runs one half.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import datetime as dt
 import os
 import platform
 import random
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -23,9 +27,10 @@ from typing import Any
 import psycopg
 from redis.asyncio import Redis
 
-from . import report
+from . import plots, report
 from .dataset import LARGE, MEDIUM, Dataset, ensure_dataset
 from .measure import ratio
+from .peers.suite import FULL_PLAN, QUICK_PLAN, run_peers
 from .scenarios import (
     FULL,
     QUICK,
@@ -41,6 +46,7 @@ from .scenarios import (
 )
 
 RESULTS_DIR = ROOT / "bench" / "results"
+PLOTS_DIR = ROOT / "docs" / "benchmarks"
 
 
 def _engine() -> dict[str, Any]:
@@ -104,13 +110,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     load = round(os.getloadavg()[0], 2)
     # Both datasets exist before anything is measured: a seed never runs during a measurement.
     datasets = [await ensure_dataset(admin_dsn, MEDIUM, "M")]
-    if args.full:
+    if args.full and (args.part != "peers" or "L" in args.peers_on.split(",")):
         datasets.append(await ensure_dataset(admin_dsn, LARGE, "L"))
-    results = await _medium(datasets[0], redis_url, runs, rng)
-    if args.full:
-        large = await _large(datasets[1], redis_url, runs, rng)
-        results["views"] += large["views"]
-        results["memory"] += large["memory"]
+    results: dict[str, Any] = {"views": [], "memory": []}
+    if args.part in ("all", "paths"):
+        results = await _medium(datasets[0], redis_url, runs, rng)
+        if args.full:
+            large = await _large(datasets[1], redis_url, runs, rng)
+            results["views"] += large["views"]
+            results["memory"] += large["memory"]
+    if args.part in ("all", "peers"):
+        plan = FULL_PLAN if args.full else QUICK_PLAN
+        on = [ds for ds in datasets if ds.name in args.peers_on.split(",")]
+        results["peers"] = [await run_peers(admin_dsn, ds, redis_url, plan, args.seed) for ds in on]
     return {
         "mode": "full" if args.full else "quick",
         "generatedAt": started,
@@ -135,13 +147,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=8, help="random seed of the user filters")
     parser.add_argument("--redis-url", default=None, help="default: $REDIS_URL")
     parser.add_argument("--output", type=Path, default=None, help="default: bench/results/<mode>-<time>.json")
+    parser.add_argument(
+        "--part",
+        choices=("all", "paths", "peers"),
+        default="all",
+        help="the cache's own paths, the peers' comparison (bench/peers/), or both",
+    )
+    parser.add_argument(
+        "--peers-on", default=None, help="datasets of the peers' comparison (default: M; with --full: M,L)"
+    )
     return parser.parse_args(argv)
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """A terminated run still runs its `finally` blocks (the peers' extra source row is deleted)."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     args = parse_args(argv)
+    args.peers_on = args.peers_on or ("M,L" if args.full else "M")
     results = asyncio.run(run(args))
-    table = report.render(results)
+    tables = [report.render(results) if results["views"] else "\n".join(report.header(results))]
+    for peers in results.get("peers", []):
+        tables.append(report.render_peers(peers))
+        name = peers["dataset"]
+        plots.peers_latency_cdf(peers["peers"], PLOTS_DIR / f"peers-latency-cdf-{name}.png")
+        plots.peers_hit_rate(peers["peers"], PLOTS_DIR / f"peers-hit-rate-{name}.png")
+    table = "\n\n".join(tables)
     stamp = results["generatedAt"].replace(":", "").replace("-", "").removesuffix("+0000")
     output = args.output or RESULTS_DIR / f"{results['mode']}-{stamp}Z.json"
     report.write(results, table, output)
