@@ -84,10 +84,12 @@ class Bench:
         sql = await SqlPass.connect(dataset.dsn)
         try:
             prefix = bench.new_prefix()
-            # Neither holds decoded days in memory: each path measures its own tier (range_view measures memory).
+            # Neither holds decoded days or result bodies in memory: each path measures its own tier (range_view
+            # measures held days, warm_http_reads held results).
+            alone = {"local_frames_mib": 0, "local_results_mib": 0}
             async with (
-                CacheManager.open(bench.settings(prefix, local_frames_mib=0)) as manager,
-                CacheManager.open(bench.settings(prefix, redis_enabled=False, local_frames_mib=0)) as pg_only,
+                CacheManager.open(bench.settings(prefix, **alone)) as manager,
+                CacheManager.open(bench.settings(prefix, redis_enabled=False, **alone)) as pg_only,
             ):
                 yield bench, manager, pg_only, sql
         finally:
