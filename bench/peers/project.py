@@ -34,10 +34,16 @@ class Project:
     def computations(self) -> int:
         return self.manager.counters.local.get("computations", 0)
 
+    @property
+    def result_hits(self) -> int:
+        """Results served as stored: from Redis, or from this process's copy of a Redis entry."""
+        counted = self.manager.counters.local
+        return counted.get("result:redis:hit", 0) + counted.get("result:memory:hit", 0)
+
     async def answer(self, request: Request) -> Reply:
-        hits = self.manager.counters.local.get("result:redis:hit", 0)
+        hits = self.result_hits
         answer = await self.manager.analytics(request.query())
-        return Reply(answer.value, hit=self.manager.counters.local.get("result:redis:hit", 0) > hits)
+        return Reply(answer.value, hit=self.result_hits > hits)
 
     async def invalidate(self, day: dt.date) -> None:
         report = await self.manager.invalidate(DateRange(day, day))
