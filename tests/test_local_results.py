@@ -158,3 +158,22 @@ def test_the_budget_evicts_the_least_recently_used_body() -> None:
     held.put("big", "zstd", HeldResult([1], b"x" * 3001), 60)
     assert held.get("big", "zstd") is None, "nor one larger than the budget"
     assert held.get("a", "zstd") is not None
+
+
+async def test_a_raise_that_leaves_the_generation_alone_is_seen_after_a_re_sync(
+    fresh_dsn: str, open_manager: OpenManager
+) -> None:
+    """An older version of this cache raises the mirror without rewriting its generation (during a rolling upgrade):
+    a reader sees that raise once it re-syncs (CACHE_VERSION_RESYNC_SECONDS), since a re-sync marks the mirror complete
+    again and so rewrites the generation."""
+    reader = await open_manager(fresh_dsn, version_resync_seconds=0.5)
+    await reader.analytics(QUERY)
+    days = list(RANGE)
+    before = await reader.redis.versions(days)
+    assert before is not None
+    vector = [before[d] for d in days]
+    assert await reader.redis.still_current(days, vector)
+    async with Redis.from_url(make_settings(fresh_dsn).redis_dsn) as redis:
+        await redis.hset(reader.keys.versions, days[0].isoformat(), vector[0] + 1)  # as an older writer does
+    await asyncio.sleep(0.6)  # past the re-sync interval
+    assert not await reader.redis.still_current(days, vector)
