@@ -18,7 +18,6 @@ for its rate limit.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -36,8 +35,6 @@ LOCAL_PRUNE_AT = 10_000
 """Per-process windows kept before closed ones are swept (a sweep runs when their number has doubled)."""
 WRITE_BEHIND_SECONDS = 0.05
 """How long requests answered below half the limit wait, together, before they are counted in Redis."""
-
-log = logging.getLogger(__name__)
 
 
 class SharedWindows(Protocol):
@@ -202,8 +199,9 @@ class RateLimiter:
                 seen.counted = max(seen.counted, reply[0])
 
     async def close(self) -> None:
-        """Send what is not yet counted in Redis (the application is stopping)."""
-        if self._sending is not None and not self._sending.done():
-            self._sending.cancel()
+        """Send what is not yet counted in Redis (the application is stopping): the send under way is let finish
+        (cancelled, it could drop the counts it had taken), then whatever it did not take."""
+        if self._sending is not None:
+            await self._sending
         if any(seen.unsent for seen in self._seen.values()):
             await self._send_unsent(0)
